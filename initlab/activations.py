@@ -1,0 +1,164 @@
+"""Activation functions: value, derivative, natural range and what "saturated" or "dead" means.
+
+Every activation is stateless: ``fn(z)`` returns φ(z) and ``grad(z, a)`` returns φ'(z), where
+``a = fn(z)`` is passed in so that derivatives which are cheap in terms of the output
+(sigmoid, tanh) do not recompute it. Arrays keep their dtype: a float32 input gives float32.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from initlab.errors import EngineError, unknown_name
+
+SELU_LAMBDA = 1.0507009873554804934193349852946
+SELU_ALPHA = 1.6732632423543772848170429916717
+LEAKY_SLOPE = 0.01
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation φ with its derivative and the facts the recorder needs.
+
+    ``range`` is the natural histogram range (None: fit to data); ``saturated`` and ``dead``
+    map an output array to a boolean mask, or are None where the notion does not apply.
+    """
+
+    name: str
+    fn: Callable[[np.ndarray], np.ndarray]
+    grad: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    range: Optional[tuple] = None
+    saturated: Optional[Callable[[np.ndarray], np.ndarray]] = None
+    dead: Optional[Callable[[np.ndarray], np.ndarray]] = None
+
+    def __repr__(self) -> str:
+        return f"Activation({self.name})"
+
+
+def _sigmoid(z):
+    # 0.5·(1 + tanh(z/2)) equals 1/(1+e^-z) and never overflows, whatever |z|.
+    a = np.tanh(z * z.dtype.type(0.5))
+    a *= 0.5
+    a += 0.5
+    return a
+
+
+def _sigmoid_grad(z, a):
+    return a * (1 - a)
+
+
+def _tanh(z):
+    return np.tanh(z)
+
+
+def _tanh_grad(z, a):
+    return 1 - a * a
+
+
+def _relu(z):
+    return np.maximum(z, 0)
+
+
+def _relu_grad(z, a):
+    return (z > 0).astype(z.dtype)
+
+
+def _leaky_relu(z, slope=LEAKY_SLOPE):
+    return np.where(z > 0, z, z * z.dtype.type(slope))
+
+
+def _leaky_relu_grad(z, a, slope=LEAKY_SLOPE):
+    return np.where(z > 0, z.dtype.type(1), z.dtype.type(slope))
+
+
+def _elu(z, alpha=1.0):
+    return np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0)))
+
+
+def _elu_grad(z, a):
+    return np.where(z > 0, z.dtype.type(1), np.exp(np.minimum(z, 0)))
+
+
+def _selu(z):
+    neg = SELU_ALPHA * np.expm1(np.minimum(z, 0))
+    return (SELU_LAMBDA * np.where(z > 0, z, neg)).astype(z.dtype, copy=False)
+
+
+def _selu_grad(z, a):
+    neg = SELU_ALPHA * np.exp(np.minimum(z, 0))
+    return (SELU_LAMBDA * np.where(z > 0, 1.0, neg)).astype(z.dtype, copy=False)
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _gelu(z):
+    # The exact form z·Φ(z), Φ the standard normal CDF (math.erf: exact to double precision).
+    cdf = 0.5 * (1.0 + _erf(np.asarray(z, dtype=np.float64) / math.sqrt(2.0)))
+    return (z * cdf).astype(z.dtype, copy=False)
+
+
+def _gelu_grad(z, a):
+    z64 = np.asarray(z, dtype=np.float64)
+    cdf = 0.5 * (1.0 + _erf(z64 / math.sqrt(2.0)))
+    pdf = np.exp(-0.5 * z64 * z64) / math.sqrt(2.0 * math.pi)
+    return (cdf + z64 * pdf).astype(z.dtype, copy=False)
+
+
+def _softsign(z):
+    return z / (1 + np.abs(z))
+
+
+def _softsign_grad(z, a):
+    d = 1 + np.abs(z)
+    return 1 / (d * d)
+
+
+def _linear(z):
+    return z
+
+
+def _linear_grad(z, a):
+    return np.ones_like(z)
+
+
+def _outside(lo, hi):
+    return lambda a: (a < lo) | (a > hi)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_grad, (0.0, 1.0), saturated=_outside(0.1, 0.9)),
+    "tanh": Activation("tanh", _tanh, _tanh_grad, (-1.0, 1.0), saturated=lambda a: np.abs(a) > 0.9),
+    "relu": Activation("relu", _relu, _relu_grad, None, dead=lambda a: a == 0),
+    "leaky_relu": Activation("leaky_relu", _leaky_relu, _leaky_relu_grad, None, dead=lambda a: a <= 0),
+    "elu": Activation("elu", _elu, _elu_grad),
+    "selu": Activation("selu", _selu, _selu_grad),
+    "gelu": Activation("gelu", _gelu, _gelu_grad),
+    "softsign": Activation("softsign", _softsign, _softsign_grad, (-1.0, 1.0), saturated=lambda a: np.abs(a) > 0.9),
+    "linear": Activation("linear", _linear, _linear_grad),
+}
+
+
+def leaky_relu(slope: float) -> Activation:
+    """A leaky ReLU with a chosen negative slope (the registry's entry uses 0.01)."""
+    if not (0 <= slope < 1):
+        raise EngineError(f"leaky_relu slope must be in [0, 1), got {slope}")
+    return Activation(
+        "leaky_relu",
+        lambda z: _leaky_relu(z, slope),
+        lambda z, a: _leaky_relu_grad(z, a, slope),
+        None,
+        dead=lambda a: a <= 0,
+    )
+
+
+def get_activation(name: str, slope: float = LEAKY_SLOPE) -> Activation:
+    """Look an activation up by name; ``slope`` applies to leaky_relu only."""
+    if name not in ACTIVATIONS:
+        raise EngineError(unknown_name("activation", name, ACTIVATIONS))
+    if name == "leaky_relu" and slope != LEAKY_SLOPE:
+        return leaky_relu(slope)
+    return ACTIVATIONS[name]

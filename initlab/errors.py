@@ -1,0 +1,27 @@
+"""The project's exception classes: one base, one subclass per kind of mistake."""
+
+
+class InitlabError(Exception):
+    """Base class for every error initlab raises on purpose."""
+
+
+class ConfigError(InitlabError):
+    """A config, an override or a command-line value is wrong (exit code 2)."""
+
+
+class DataError(InitlabError):
+    """A data set is missing, corrupted or cannot be built."""
+
+
+class EngineError(InitlabError):
+    """Wrong shapes, unknown names or impossible values given to the engine."""
+
+
+def unknown_name(kind: str, name: str, choices) -> str:
+    """Message for an unknown registry name, with the closest valid choice."""
+    import difflib
+
+    choices = sorted(choices)
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (choose from: {', '.join(choices)})"
+    return f"unknown {kind} '{name}'{hint}"
