@@ -25,3 +25,23 @@ def unknown_name(kind: str, name: str, choices) -> str:
     close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
     hint = f" (did you mean '{close[0]}'?)" if close else f" (choose from: {', '.join(choices)})"
     return f"unknown {kind} '{name}'{hint}"
+
+
+def check_number(name: str, value, lo: float = float("-inf"), hi: float = float("inf"), *,
+                 lo_open: bool = False, hi_open: bool = False) -> float:
+    """``value`` as a float inside ``[lo, hi]`` (``(`` / ``)`` where open), else an :class:`EngineError`.
+
+    NaN, booleans and non-numbers are refused with a message naming ``name``.
+    """
+    if isinstance(value, bool):
+        raise EngineError(f"{name} must be a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise EngineError(f"{name} must be a number, got {value!r}") from None
+    above = v > lo if lo_open else v >= lo
+    below = v < hi if hi_open else v <= hi
+    if not (above and below):  # also catches NaN
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise EngineError(f"{name} must be in {interval}, got {value!r}")
+    return v

@@ -36,12 +36,12 @@ class Linear:
     """``y = x @ W + b`` with ``W`` of shape ``(fan_in, fan_out)``."""
 
     def __init__(self, W: np.ndarray, b: np.ndarray | None = None, name: str = "linear"):
-        if W.ndim != 2:
-            raise EngineError(f"{name}: weights must be 2-D, got shape {W.shape}")
+        if not isinstance(W, np.ndarray) or W.ndim != 2 or W.dtype.kind != "f":
+            raise EngineError(f"{name}: weights must be a 2-D float array, got {getattr(W, 'shape', type(W).__name__)}")
+        if b is not None and (not isinstance(b, np.ndarray) or b.size != W.shape[1] or b.dtype != W.dtype):
+            raise EngineError(f"{name}: bias must be a {W.dtype} array of {W.shape[1]} entries, got {getattr(b, 'shape', b)}")
         self.W = Parameter(f"{name}.W", W)
         self.b = None if b is None else Parameter(f"{name}.b", b.reshape(-1))
-        if self.b is not None and self.b.data.shape[0] != W.shape[1]:
-            raise EngineError(f"{name}: bias has {self.b.data.shape[0]} entries, weights {W.shape[1]} outputs")
         self.name = name
         self.x = None
 
@@ -64,11 +64,21 @@ class Linear:
             y += self.b.data
         return y
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
+        """Fill ``W.grad`` ``(fan_in, fan_out)`` and ``b.grad`` ``(fan_out,)`` from ``dout`` ``(n_ex, fan_out)``.
+
+        Returns d loss/d x ``(n_ex, fan_in)``, or None when ``input_grad`` is False: the first
+        layer's input is the data, whose gradient training never needs (it is the costliest product).
+        """
+        if self.x is None:
+            raise EngineError(f"{self.name}: backward called before forward")
+        if not isinstance(dout, np.ndarray) or dout.shape != (self.x.shape[0], self.fan_out):
+            shape = getattr(dout, "shape", type(dout).__name__)
+            raise EngineError(f"{self.name}: backward expects dout of shape {(self.x.shape[0], self.fan_out)}, got {shape}")
         np.matmul(self.x.T, dout, out=self.W.grad)
         if self.b is not None:
             np.sum(dout, axis=0, out=self.b.grad)
-        return dout @ self.W.data.T
+        return dout @ self.W.data.T if input_grad else None
 
     def __repr__(self) -> str:
         return f"Linear({self.fan_in}, {self.fan_out}, bias={self.b is not None})"
@@ -80,6 +90,8 @@ class _Normalize:
     axis = 0
 
     def __init__(self, n: int, dtype, eps: float, name: str):
+        if not eps > 0:
+            raise EngineError(f"{name}: eps must be positive, got {eps}")
         self.n = n
         self.eps = eps
         self.gamma = Parameter(f"{name}.gamma", np.ones(n, dtype=dtype))
@@ -106,6 +118,8 @@ class _Normalize:
         if self.xn is None:
             raise EngineError(f"{self.name}: backward called before a training forward pass")
         xn = self.xn
+        if not isinstance(dout, np.ndarray) or dout.shape != xn.shape:
+            raise EngineError(f"{self.name}: backward expects dout of shape {xn.shape}, got {getattr(dout, 'shape', dout)}")
         np.sum(dout, axis=0, out=self.beta.grad)
         np.sum(dout * xn, axis=0, out=self.gamma.grad)
         dxn = dout * self.gamma.data
@@ -127,6 +141,8 @@ class BatchNorm(_Normalize):
 
     def __init__(self, n: int, dtype=np.float32, eps: float = 1e-5, momentum: float = 0.1, name: str = "batchnorm"):
         super().__init__(n, dtype, eps, name)
+        if not 0 <= momentum <= 1:
+            raise EngineError(f"{name}: momentum must be in [0, 1], got {momentum}")
         self.momentum = momentum
         self.running_mean = np.zeros(n, dtype=dtype)
         self.running_var = np.ones(n, dtype=dtype)
@@ -186,6 +202,10 @@ class ActivationLayer:
         return self.a
 
     def backward(self, dout):
+        if self.z is None:
+            raise EngineError(f"{self.name}: backward called before forward")
+        if not isinstance(dout, np.ndarray) or dout.shape != self.z.shape:
+            raise EngineError(f"{self.name}: backward expects dout of shape {self.z.shape}, got {getattr(dout, 'shape', dout)}")
         return dout * self.activation.grad(self.z, self.a)
 
     def __repr__(self) -> str:

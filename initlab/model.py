@@ -71,10 +71,16 @@ class MLP:
             x = layer.forward(x, train)
         return x
 
-    def backward(self, dout):
-        for layer in reversed(self._layers):
+    def backward(self, dout, input_grad=True):
+        """Backpropagate d loss/d output ``(n_ex, n_out)``, filling every parameter's ``grad``.
+
+        Returns d loss/d input ``(n_ex, n_in)``; pass ``input_grad=False`` in training, where
+        nobody needs it, to skip the first layer's largest product (it returns None then).
+        """
+        layers = self._layers
+        for layer in layers[:0:-1]:
             dout = layer.backward(dout)
-        return dout
+        return layers[0].backward(dout, input_grad=input_grad)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self._layers)

@@ -1,0 +1,274 @@
+"""One experiment: config → data, model, optimizer → training loop → recorder → :class:`Result`.
+
+``run(config, out=None)`` returns the result in memory; with ``out`` it also writes the run
+directory (see :mod:`initlab.rundir`). Randomness comes from one ``numpy.random.Generator``
+tree seeded by ``config.seed``: data, weights and minibatches each get their own stream, so
+recording or evaluating more often never changes what is trained.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+import initlab
+from initlab.clipping import clip_grad_norm, clip_grad_value, grad_norm
+from initlab.config import Config
+from initlab.data import Dataset, build_dataset
+from initlab.losses import MSE, SoftmaxCrossEntropy
+from initlab.model import MLP, InitSpec, build_mlp
+from initlab.optimizers import make_optimizer
+from initlab.recorder import Recorder
+
+EVAL_CHUNK = 10_000
+TRAIN_ACC_SAMPLES = 10_000
+
+
+@dataclass
+class Result:
+    config: Config
+    status: str = "completed"
+    history: dict = field(default_factory=dict)
+    snapshots: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    model: Optional[MLP] = None
+    run_dir: Optional[str] = None
+    error: Optional[str] = None
+
+    def __repr__(self) -> str:
+        return f"Result(status={self.status!r}, run_dir={self.run_dir!r}, steps_done={self.metrics.get('steps_done')})"
+
+
+class _WarningCounter:
+    """Counts NumPy floating-point warnings instead of printing them (np.seterrcall)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, kind, flag):
+        self.count += 1
+
+
+def build(cfg: Config):
+    """Data, model, loss and optimizer for a config (deterministic in ``cfg.seed``)."""
+    data_ss, init_ss, batch_ss = np.random.SeedSequence(cfg.seed).spawn(3)
+    data = build_dataset(cfg.data, np.random.default_rng(data_ss), cfg.model.dtype)
+    init = cfg.init
+    spec = InitSpec(
+        scheme="orthogonal" if init.scheme == "lsuv" else init.scheme,
+        std=init.std, gain=init.gain, bias_std=init.bias_std, value=init.value, mode=init.mode,
+    )
+    init_rng = np.random.default_rng(init_ss)
+    m = cfg.model
+    model = build_mlp(
+        data.x_train.shape[1], data.n_out, m.widths, m.activation, spec, init_rng,
+        bias=m.bias, batchnorm=m.batchnorm, layernorm=m.layernorm, dtype=m.dtype,
+        slope=m.slope, bn_momentum=m.bn_momentum,
+    )
+    extra = {}
+    if init.scheme == "lsuv":
+        from initlab.lsuv import lsuv_init
+
+        batch = data.x_train[: min(len(data.x_train), max(cfg.train.batch_size, 500))]
+        extra["lsuv_passes"] = lsuv_init(model, batch, tol=init.lsuv_tol, rng=init_rng)
+    loss = SoftmaxCrossEntropy() if data.task == "classification" else MSE()
+    o = cfg.optimizer
+    opt = make_optimizer(o.name, o.lr, o.weight_decay, momentum=o.momentum, beta1=o.beta1,
+                         beta2=o.beta2, alpha=o.alpha, eps=o.eps)
+    return data, model, loss, opt, np.random.default_rng(batch_ss), extra
+
+
+def evaluate(model: MLP, loss, x, y) -> tuple[float, Optional[float]]:
+    """Mean loss and accuracy (None for regression) in evaluation mode, in chunks."""
+    total, correct, n = 0.0, 0, len(x)
+    for i in range(0, n, EVAL_CHUNK):
+        out = model.forward(x[i:i + EVAL_CHUNK], train=False)
+        yi = y[i:i + EVAL_CHUNK]
+        total += loss.forward(out, yi) * len(out)
+        if isinstance(loss, SoftmaxCrossEntropy):
+            correct += int(np.sum(np.argmax(out, axis=1) == yi))
+    acc = correct / n if isinstance(loss, SoftmaxCrossEntropy) else None
+    return total / n, acc
+
+
+def _new_history(steps: int) -> dict:
+    h = {"step": np.arange(1, steps + 1, dtype=np.int64)}
+    for k in ("train_loss", "grad_norm", "eval_loss", "eval_acc", "train_acc"):
+        h[k] = np.full(steps, np.nan)
+    return h
+
+
+def _cut(history: dict, n: int) -> dict:
+    return {k: v[:n] for k, v in history.items()}
+
+
+def run(config, out=None, progress: bool = False, on_step: Callable[[int], None] | None = None) -> Result:
+    """Run one experiment. ``config``: a :class:`Config`, a mapping or a YAML path.
+
+    With ``out`` (a folder), the run directory ``<out>/<name>/<timestamp>/`` is written;
+    ``result.run_dir`` names it. KeyboardInterrupt ends the run with status ``interrupted``.
+    """
+    from initlab.config import load_config
+
+    cfg = config if isinstance(config, Config) else load_config(config)
+    writer = None
+    if out is not None:
+        from initlab.rundir import RunWriter
+
+        writer = RunWriter.create(out, cfg)
+    result = Result(config=cfg, run_dir=str(writer.path) if writer else None)
+    t0 = time.perf_counter()
+    counter = _WarningCounter()
+    old_call = np.seterrcall(counter)
+    try:
+        with np.errstate(all="call"):
+            _train(cfg, result, progress, on_step)
+    except KeyboardInterrupt:
+        result.status = "interrupted"
+    except Exception as e:  # recorded in metrics.json; the CLI exits 1
+        result.status = "failed"
+        result.error = f"{type(e).__name__}: {e}" if not isinstance(e, initlab.InitlabError) else str(e)
+        result.exception = e
+    finally:
+        np.seterrcall(old_call)
+    result.metrics.setdefault("timing", {})["total_s"] = time.perf_counter() - t0
+    _finish_metrics(cfg, result, counter.count)
+    if writer is not None:
+        writer.write(result)
+    return result
+
+
+def _train(cfg: Config, result: Result, progress: bool, on_step) -> None:
+    timing = result.metrics.setdefault("timing", {"train_s": 0.0, "record_s": 0.0})
+    timing.update(train_s=0.0, record_s=0.0)
+    data, model, loss, opt, batch_rng, extra = build(cfg)
+    result.model = model
+    result.metrics.update(extra)
+    n = len(data.x_train)
+    probe = slice(0, min(cfg.record.samples, n))
+    rec = Recorder(data.x_train[probe], data.y_train[probe], loss, cfg.record.bins, cfg.record.range)
+    result.snapshots = rec.snapshots
+    t = time.perf_counter()
+    rec.snapshot(model, 0)
+    timing["record_s"] += time.perf_counter() - t
+    steps, bs = cfg.train.steps, cfg.train.batch_size
+    hist = _new_history(steps)
+    result.history = hist
+    result.metrics["steps_done"] = 0
+    params = model.params()
+    clip_norm, clip_value = cfg.train.clip_norm, cfg.train.clip_value
+    every, eval_every = cfg.record.every, cfg.train.eval_every
+    train_acc_x = data.x_train[:TRAIN_ACC_SAMPLES]
+    train_acc_y = data.y_train[:TRAIN_ACC_SAMPLES]
+    bar = _progress_bar(steps, cfg.name) if progress and steps else None
+    done = 0
+    try:
+        for i in range(steps):
+            t = time.perf_counter()
+            idx = batch_rng.integers(0, n, size=bs)  # with replacement, as the textbook's np.random.choice
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            value = loss.forward(model.forward(xb, train=True), yb)
+            hist["train_loss"][i] = value
+            if not np.isfinite(value):
+                result.status = "diverged"
+                break
+            model.backward(loss.backward())
+            gnorm = clip_grad_norm(params, clip_norm) if clip_norm else grad_norm(params)
+            hist["grad_norm"][i] = gnorm
+            if not np.isfinite(gnorm):
+                result.status = "diverged"
+                break
+            if clip_value:
+                clip_grad_value(params, clip_value)
+            opt.step(params)
+            done = i + 1
+            timing["train_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            if done % eval_every == 0 or done == steps:
+                _evaluate_into(hist, i, model, loss, data, train_acc_x, train_acc_y)
+            if every and done % every == 0 and done != steps:
+                rec.snapshot(model, done)
+            timing["record_s"] += time.perf_counter() - t
+            if bar is not None:
+                bar.update(1)
+            if on_step is not None:
+                on_step(done)
+    finally:
+        if bar is not None:
+            bar.close()
+        result.metrics["steps_done"] = done
+        # A diverged run keeps the row of the step that broke: it shows where and how.
+        rows = done + 1 if result.status == "diverged" else done
+        result.history = _cut(hist, min(rows, steps))
+    if steps and result.status != "diverged":
+        t = time.perf_counter()
+        rec.snapshot(model, done)
+        timing["record_s"] += time.perf_counter() - t
+
+
+def _evaluate_into(hist, i, model, loss, data, train_x, train_y) -> None:
+    hist["eval_loss"][i], hist["eval_acc"][i] = _nan(evaluate(model, loss, data.x_eval, data.y_eval))
+    if isinstance(loss, SoftmaxCrossEntropy):
+        hist["train_acc"][i] = evaluate(model, loss, train_x, train_y)[1]
+
+
+def _nan(pair):
+    return tuple(np.nan if v is None else v for v in pair)
+
+
+def _progress_bar(total: int, name: str):
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="step", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def _finish_metrics(cfg: Config, result: Result, warnings: int) -> None:
+    m = result.metrics
+    m.update(
+        status=result.status,
+        initlab_version=initlab.__version__,
+        config_hash=cfg.hash,
+        name=cfg.name,
+        seed=cfg.seed,
+    )
+    m.setdefault("steps_done", 0)
+    m["numpy_warnings"] = warnings
+    m["final"] = _final(result)
+    if result.snapshots:
+        first = result.snapshots[0]
+        m["layers"] = [first.layer(i) for i in range(len(first.data["act_std"]))]
+        last = result.snapshots[-1]
+        m["layers_final"] = [last.layer(i) for i in range(len(last.data["act_std"]))]
+    else:
+        m["layers"] = []
+    if result.error:
+        m["error"] = result.error
+    timing = m.setdefault("timing", {})
+    for k in ("total_s", "train_s", "record_s"):
+        timing.setdefault(k, 0.0)
+    # Put the contract's keys first, in the order SPEC lists them.
+    order = ["status", "initlab_version", "config_hash", "name", "seed", "steps_done", "final", "layers", "timing"]
+    result.metrics = {**{k: m[k] for k in order if k in m}, **{k: v for k, v in m.items() if k not in order}}
+
+
+def _final(result: Result) -> dict:
+    h = result.history
+    final = {}
+    if h and len(h.get("step", [])):
+        losses = h["train_loss"][np.isfinite(h["train_loss"])]
+        done = result.metrics.get("steps_done", 0)
+        tail = losses[-min(100, done):] if done else losses[:0]
+        final["train_loss"] = float(tail.mean()) if len(tail) else None
+        for k in ("train_acc", "eval_loss", "eval_acc"):
+            col = h[k]
+            seen = np.flatnonzero(~np.isnan(col))
+            final[k] = float(col[seen[-1]]) if len(seen) else None
+        if result.status == "diverged":
+            final["train_loss"] = None
+    return final

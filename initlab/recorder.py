@@ -1,0 +1,126 @@
+"""Per-layer statistics of a model on a fixed probe batch: histograms and moments, never raw arrays.
+
+A snapshot runs one forward and backward pass on the probe batch in training mode (batch
+statistics for BatchNorm, whose running averages are restored afterwards so that recording
+never changes training) and keeps, per hidden layer, histograms of the activations and
+pre-activations, their mean and std, saturated and dead fractions, and the weight-gradient norm.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from initlab.layers import BatchNorm
+
+# Arrays stored per snapshot, each of shape (n_layers,) or (n_layers, bins[+1]).
+FIELDS = (
+    "act_counts", "act_edges", "act_mean", "act_std", "saturated_frac", "dead_frac",
+    "preact_counts", "preact_edges", "preact_mean", "preact_std", "grad_norm",
+)
+
+
+@dataclass
+class Snapshot:
+    step: int
+    data: dict = field(default_factory=dict)  # FIELDS → arrays over layers
+
+    def layer(self, i: int) -> dict:
+        """Scalar statistics of hidden layer ``i`` (0-based) as plain floats (None where n/a)."""
+        keys = ("act_mean", "act_std", "saturated_frac", "dead_frac", "preact_mean", "preact_std", "grad_norm")
+        out = {k: _num(self.data[k][i]) for k in keys}
+        return {
+            "mean": out["act_mean"], "std": out["act_std"], "saturated_frac": out["saturated_frac"],
+            "dead_frac": out["dead_frac"], "preact_mean": out["preact_mean"], "preact_std": out["preact_std"],
+            "grad_norm": out["grad_norm"],
+        }
+
+
+def _num(x):
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _moments(arrays):
+    mean = np.array([a.mean(dtype=np.float64) for a in arrays])
+    std = np.array([a.std(dtype=np.float64) for a in arrays])
+    return mean, std
+
+
+def _fit_range(arrays):
+    lo = min(float(np.min(a)) for a in arrays)
+    hi = max(float(np.max(a)) for a in arrays)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    if hi <= lo:
+        pad = max(abs(lo) * 1e-3, 1e-12)
+        lo, hi = lo - pad, hi + pad
+    return lo, hi
+
+
+def _histograms(arrays, bins, rng_):
+    """Counts and edges for every layer, over one common range so panels compare."""
+    rng_ = rng_ or _fit_range(arrays)
+    counts = np.zeros((len(arrays), bins), dtype=np.int64)
+    edges = np.full((len(arrays), bins + 1), np.nan)
+    if rng_ is None:  # non-finite values: nothing sensible to bin
+        return counts, edges
+    for i, a in enumerate(arrays):
+        c, e = np.histogram(a, bins=bins, range=rng_)
+        counts[i], edges[i] = c, e
+    return counts, edges
+
+
+def _fraction(mask_fn, arrays):
+    if mask_fn is None:
+        return np.full(len(arrays), np.nan)
+    return np.array([float(np.mean(mask_fn(a))) for a in arrays])
+
+
+class Recorder:
+    """Takes snapshots of a model on a fixed probe batch and keeps them in order."""
+
+    def __init__(self, probe_x, probe_y, loss, bins=30, range_=None):
+        self.probe_x, self.probe_y, self.loss = probe_x, probe_y, loss
+        self.bins, self.range = bins, range_
+        self.snapshots: list[Snapshot] = []
+
+    def snapshot(self, model, step: int) -> Snapshot:
+        saved = [(b.norm, b.norm.running_mean.copy(), b.norm.running_var.copy())
+                 for b in model.blocks if isinstance(b.norm, BatchNorm)]
+        out = model.forward(self.probe_x, train=True)
+        self.loss.forward(out, self.probe_y)
+        model.backward(self.loss.backward())
+        for norm, mean, var in saved:
+            norm.running_mean[...] = mean
+            norm.running_var[...] = var
+        acts = [b.output for b in model.blocks]
+        pre = [b.preact for b in model.blocks]
+        act = model.blocks[0].act.activation
+        a_range = tuple(self.range) if self.range else act.range
+        d = {}
+        d["act_counts"], d["act_edges"] = _histograms(acts, self.bins, a_range)
+        d["act_mean"], d["act_std"] = _moments(acts)
+        d["saturated_frac"] = _fraction(act.saturated, acts)
+        d["dead_frac"] = _fraction(act.dead, acts)
+        d["preact_counts"], d["preact_edges"] = _histograms(pre, self.bins, None)
+        d["preact_mean"], d["preact_std"] = _moments(pre)
+        d["grad_norm"] = np.array([np.sqrt(np.vdot(b.linear.W.grad, b.linear.W.grad).astype(np.float64)) for b in model.blocks])
+        snap = Snapshot(step, d)
+        self.snapshots.append(snap)
+        return snap
+
+    def arrays(self) -> dict:
+        """All snapshots stacked: ``steps`` (S,) and each field (S, L[, bins])."""
+        return stack(self.snapshots)
+
+
+def stack(snapshots) -> dict:
+    out = {"steps": np.array([s.step for s in snapshots], dtype=np.int64)}
+    for k in FIELDS:
+        out[k] = np.stack([s.data[k] for s in snapshots])
+    return out
+
+
+def unstack(arrays) -> list[Snapshot]:
+    return [Snapshot(int(step), {k: arrays[k][i] for k in FIELDS}) for i, step in enumerate(arrays["steps"])]
