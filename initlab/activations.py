@@ -6,13 +6,14 @@ Every activation is stateless: ``fn(z)`` returns φ(z) and ``grad(z, a)`` return
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 
-from initlab.errors import EngineError, unknown_name
+from initlab.errors import EngineError, check_number, unknown_name
 
 SELU_LAMBDA = 1.0507009873554804934193349852946
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -38,12 +39,25 @@ class Activation:
         return f"Activation({self.name})"
 
 
+def _floating(f):
+    """Accept any array-like: float input keeps its dtype, anything else is computed in float64."""
+
+    @functools.wraps(f)
+    def wrapper(z, *rest):
+        if not (isinstance(z, np.ndarray) and z.dtype.kind == "f"):
+            z = np.asarray(z)
+            if z.dtype.kind != "f":
+                z = z.astype(np.float64)
+        return f(z, *rest)
+
+    return wrapper
+
+
 def _sigmoid(z):
-    # 0.5·(1 + tanh(z/2)) equals 1/(1+e^-z) and never overflows, whatever |z|.
-    a = np.tanh(z * z.dtype.type(0.5))
-    a *= 0.5
-    a += 0.5
-    return a
+    # With e = exp(-|z|) ≤ 1 (never overflows): 1/(1+e) for z ≥ 0 and e/(1+e) for z < 0, so
+    # both tails keep full relative precision (σ(-40) = 4e-18, not 0 as 1 + tanh(z/2) would give).
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0, e) / (1 + e)
 
 
 def _sigmoid_grad(z, a):
@@ -92,20 +106,21 @@ def _selu_grad(z, a):
     return (SELU_LAMBDA * np.where(z > 0, 1.0, neg)).astype(z.dtype, copy=False)
 
 
-_erf = np.vectorize(math.erf, otypes=[np.float64])
+def _normal_cdf(z):
+    """Φ(z) = erfc(-z/√2)/2 element-wise in float64; erfc keeps the left tail's relative precision."""
+    x = np.asarray(z, dtype=np.float64) * -math.sqrt(0.5)
+    return 0.5 * np.fromiter(map(math.erfc, x.ravel().tolist()), np.float64, x.size).reshape(x.shape)
 
 
 def _gelu(z):
-    # The exact form z·Φ(z), Φ the standard normal CDF (math.erf: exact to double precision).
-    cdf = 0.5 * (1.0 + _erf(np.asarray(z, dtype=np.float64) / math.sqrt(2.0)))
-    return (z * cdf).astype(z.dtype, copy=False)
+    # The exact form z·Φ(z), Φ the standard normal CDF (math.erfc: exact to double precision).
+    return (z * _normal_cdf(z)).astype(z.dtype, copy=False)
 
 
 def _gelu_grad(z, a):
     z64 = np.asarray(z, dtype=np.float64)
-    cdf = 0.5 * (1.0 + _erf(z64 / math.sqrt(2.0)))
     pdf = np.exp(-0.5 * z64 * z64) / math.sqrt(2.0 * math.pi)
-    return (cdf + z64 * pdf).astype(z.dtype, copy=False)
+    return (_normal_cdf(z64) + z64 * pdf).astype(z.dtype, copy=False)
 
 
 def _softsign(z):
@@ -125,28 +140,31 @@ def _linear_grad(z, a):
     return np.ones_like(z)
 
 
+def _make(name, fn, grad, range=None, saturated=None, dead=None) -> Activation:
+    return Activation(name, _floating(fn), _floating(grad), range, saturated, dead)
+
+
 def _outside(lo, hi):
     return lambda a: (a < lo) | (a > hi)
 
 
 ACTIVATIONS: dict[str, Activation] = {
-    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_grad, (0.0, 1.0), saturated=_outside(0.1, 0.9)),
-    "tanh": Activation("tanh", _tanh, _tanh_grad, (-1.0, 1.0), saturated=lambda a: np.abs(a) > 0.9),
-    "relu": Activation("relu", _relu, _relu_grad, None, dead=lambda a: a == 0),
-    "leaky_relu": Activation("leaky_relu", _leaky_relu, _leaky_relu_grad, None, dead=lambda a: a <= 0),
-    "elu": Activation("elu", _elu, _elu_grad),
-    "selu": Activation("selu", _selu, _selu_grad),
-    "gelu": Activation("gelu", _gelu, _gelu_grad),
-    "softsign": Activation("softsign", _softsign, _softsign_grad, (-1.0, 1.0), saturated=lambda a: np.abs(a) > 0.9),
-    "linear": Activation("linear", _linear, _linear_grad),
+    "sigmoid": _make("sigmoid", _sigmoid, _sigmoid_grad, (0.0, 1.0), saturated=_outside(0.1, 0.9)),
+    "tanh": _make("tanh", _tanh, _tanh_grad, (-1.0, 1.0), saturated=lambda a: np.abs(a) > 0.9),
+    "relu": _make("relu", _relu, _relu_grad, None, dead=lambda a: a == 0),
+    "leaky_relu": _make("leaky_relu", _leaky_relu, _leaky_relu_grad, None, dead=lambda a: a <= 0),
+    "elu": _make("elu", _elu, _elu_grad),
+    "selu": _make("selu", _selu, _selu_grad),
+    "gelu": _make("gelu", _gelu, _gelu_grad),
+    "softsign": _make("softsign", _softsign, _softsign_grad, (-1.0, 1.0), saturated=lambda a: np.abs(a) > 0.9),
+    "linear": _make("linear", _linear, _linear_grad),
 }
 
 
 def leaky_relu(slope: float) -> Activation:
-    """A leaky ReLU with a chosen negative slope (the registry's entry uses 0.01)."""
-    if not (0 <= slope < 1):
-        raise EngineError(f"leaky_relu slope must be in [0, 1), got {slope}")
-    return Activation(
+    """A leaky ReLU with a chosen negative slope in [0, 1) (the registry's entry uses 0.01)."""
+    slope = check_number("leaky_relu slope", slope, 0.0, 1.0, hi_open=True)
+    return _make(
         "leaky_relu",
         lambda z: _leaky_relu(z, slope),
         lambda z, a: _leaky_relu_grad(z, a, slope),
@@ -157,7 +175,7 @@ def leaky_relu(slope: float) -> Activation:
 
 def get_activation(name: str, slope: float = LEAKY_SLOPE) -> Activation:
     """Look an activation up by name; ``slope`` applies to leaky_relu only."""
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise EngineError(unknown_name("activation", name, ACTIVATIONS))
     if name == "leaky_relu" and slope != LEAKY_SLOPE:
         return leaky_relu(slope)

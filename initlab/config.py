@@ -246,10 +246,11 @@ def _suggest_key(loc: tuple, bad: str) -> str:
 def _format_error(err: ValidationError) -> str:
     e = err.errors()[0]
     # pydantic puts union members in the location (e.g. "int", "list[int]"): keep only keys.
+    if e["type"] == "extra_forbidden":
+        loc = e["loc"]
+        return ".".join(map(str, loc)) + ": " + _suggest_key(loc[:-1], str(loc[-1]))
     loc = tuple(p for p in e["loc"] if not isinstance(p, str) or p in _KNOWN_KEYS)
     path = ".".join(str(p) for p in loc)
-    if e["type"] == "extra_forbidden":
-        return f"{path}: " + _suggest_key(loc[:-1], str(loc[-1]))
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] in ("model_type", "dict_type"):
         msg = f"must be a mapping, got {type(e.get('input')).__name__}"

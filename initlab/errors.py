@@ -45,3 +45,15 @@ def check_number(name: str, value, lo: float = float("-inf"), hi: float = float(
         interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
         raise EngineError(f"{name} must be in {interval}, got {value!r}")
     return v
+
+
+def check_size(name: str, value) -> int:
+    """``value`` as a positive int (an integral float such as 100.0 is accepted), else an :class:`EngineError`."""
+    try:
+        n = int(value)
+        ok = not isinstance(value, bool) and n == value and n >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise EngineError(f"{name} must be a positive integer, got {value!r}")
+    return n

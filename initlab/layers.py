@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from initlab.activations import Activation
-from initlab.errors import EngineError
+from initlab.errors import EngineError, check_number, check_size
 
 
 class Parameter:
@@ -90,12 +90,10 @@ class _Normalize:
     axis = 0
 
     def __init__(self, n: int, dtype, eps: float, name: str):
-        if not eps > 0:
-            raise EngineError(f"{name}: eps must be positive, got {eps}")
-        self.n = n
-        self.eps = eps
-        self.gamma = Parameter(f"{name}.gamma", np.ones(n, dtype=dtype))
-        self.beta = Parameter(f"{name}.beta", np.zeros(n, dtype=dtype))
+        self.n = check_size(f"{name}: size", n)
+        self.eps = check_number(f"{name}: eps", eps, 0.0, lo_open=True, hi_open=True)
+        self.gamma = Parameter(f"{name}.gamma", np.ones(self.n, dtype=dtype))
+        self.beta = Parameter(f"{name}.beta", np.zeros(self.n, dtype=dtype))
         self.name = name
         self.xn = None
         self.inv_std = None
@@ -141,11 +139,9 @@ class BatchNorm(_Normalize):
 
     def __init__(self, n: int, dtype=np.float32, eps: float = 1e-5, momentum: float = 0.1, name: str = "batchnorm"):
         super().__init__(n, dtype, eps, name)
-        if not 0 <= momentum <= 1:
-            raise EngineError(f"{name}: momentum must be in [0, 1], got {momentum}")
-        self.momentum = momentum
-        self.running_mean = np.zeros(n, dtype=dtype)
-        self.running_var = np.ones(n, dtype=dtype)
+        self.momentum = check_number(f"{name}: momentum", momentum, 0.0, 1.0)
+        self.running_mean = np.zeros(self.n, dtype=dtype)
+        self.running_var = np.ones(self.n, dtype=dtype)
 
     def forward(self, x, train=True):
         _check_input(x, self.n, self.name)

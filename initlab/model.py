@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from initlab.activations import get_activation
-from initlab.errors import EngineError
+from initlab.errors import EngineError, check_number, check_size
 from initlab.initializers import STD_SCHEMES, calculate_gain, canonical, get_initializer
 from initlab.layers import ActivationLayer, BatchNorm, LayerNorm, Linear
 
@@ -95,14 +95,16 @@ def resolve_gain(init: InitSpec, activation: str, slope: float) -> float:
         g = calculate_gain(activation, slope)
         # He's formula already holds ReLU's √2; "auto" swaps it for φ's gain (PyTorch's kaiming_*).
         return g / np.sqrt(2.0) if canonical(init.scheme).startswith("he_") else g
-    return float(init.gain)
+    return check_number("init.gain", init.gain, lo_open=True, hi_open=True)
 
 
 def draw_weights(init: InitSpec, fan_in: int, fan_out: int, rng, gain: float) -> np.ndarray:
     scheme = canonical(init.scheme)
     fn = get_initializer(scheme)
     kwargs = {"gain": gain}
-    if scheme in STD_SCHEMES and init.std is not None:
+    if init.std is not None:
+        if scheme not in STD_SCHEMES:
+            raise EngineError(f"init.std applies to {', '.join(STD_SCHEMES)}, not {scheme} (use init.gain)")
         kwargs["std"] = init.std
     if scheme == "constant":
         kwargs["value"] = init.value
@@ -128,22 +130,24 @@ def build_mlp(
     """Assemble an MLP; the init applies to every Linear layer, the output layer included."""
     init = init or InitSpec()
     rng = rng if rng is not None else np.random.default_rng(0)
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise EngineError(f"unknown dtype '{dtype}' (choose float32 or float64)")
+    if not isinstance(widths, (list, tuple)):
+        raise EngineError(f"widths must be a list of hidden-layer sizes, got {widths!r}")
+    bias_std = check_number("init.bias_std", init.bias_std, 0.0, float("inf"), hi_open=True)
     if batchnorm and layernorm:
         raise EngineError("choose batchnorm or layernorm, not both")
-    if any(int(w) != w or w < 1 for w in [n_in, n_out, *widths]):
-        raise EngineError(f"layer sizes must be positive integers, got {[n_in, *widths, n_out]}")
+    sizes = [check_size("n_in", n_in), *(check_size("width", w) for w in widths), check_size("n_out", n_out)]
+    widths = sizes[1:-1]
     dt = DTYPES[dtype]
     phi = get_activation(activation, slope)
     gain = resolve_gain(init, activation, slope)
-    sizes = [n_in, *widths, n_out]
 
     def linear(i):
         W = draw_weights(init, sizes[i], sizes[i + 1], rng, gain).astype(dt)
         b = None
         if bias:
-            b = (rng.standard_normal(sizes[i + 1]) * init.bias_std if init.bias_std else np.zeros(sizes[i + 1])).astype(dt)
+            b = (rng.standard_normal(sizes[i + 1]) * bias_std if bias_std else np.zeros(sizes[i + 1])).astype(dt)
         return Linear(W, b, name=f"layer{i + 1}" if i < len(widths) else "output")
 
     blocks = []

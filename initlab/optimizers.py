@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from initlab.errors import EngineError, unknown_name
+from initlab.errors import EngineError, check_number, unknown_name
+
+INF = float("inf")
 
 
 class Optimizer:
     def __init__(self, lr: float = 0.01, weight_decay: float = 0.0):
-        if not lr > 0:
-            raise EngineError(f"learning rate must be positive, got {lr}")
-        if weight_decay < 0:
-            raise EngineError(f"weight_decay must be >= 0, got {weight_decay}")
-        self.lr = lr
-        self.weight_decay = weight_decay
+        self.lr = check_number("lr", lr, 0.0, INF, lo_open=True, hi_open=True)
+        self.weight_decay = check_number("weight_decay", weight_decay, 0.0, INF, hi_open=True)
         self.state: list[dict] = []
         self.t = 0
 
     def step(self, params) -> None:
+        """One update of every parameter in ``params`` (the same list, in the same order, every time)."""
         if not self.state:
             self.state = [self.init_state(p.data) for p in params]
         elif len(self.state) != len(params):
-            raise EngineError("optimizer.step got a different parameter list than before")
+            raise EngineError(f"optimizer.step got {len(params)} parameters, {len(self.state)} before: pass the same list")
         self.t += 1
         for p, s in zip(params, self.state):
             g = p.grad
@@ -59,7 +58,7 @@ class Momentum(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.9, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.momentum = momentum
+        self.momentum = check_number("momentum", momentum, 0.0, 1.0)
 
     def init_state(self, w):
         return {"v": np.zeros_like(w)}
@@ -86,7 +85,7 @@ class AdaGrad(Optimizer):
 
     def __init__(self, lr=0.01, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.eps = eps
+        self.eps = check_number("eps", eps, 0.0, INF, hi_open=True)
 
     def init_state(self, w):
         return {"h": np.zeros_like(w)}
@@ -102,8 +101,8 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.alpha = alpha
-        self.eps = eps
+        self.alpha = check_number("alpha", alpha, 0.0, 1.0)
+        self.eps = check_number("eps", eps, 0.0, INF, hi_open=True)
 
     def init_state(self, w):
         return {"h": np.zeros_like(w)}
@@ -120,7 +119,9 @@ class Adam(Optimizer):
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.beta1 = check_number("beta1", beta1, 0.0, 1.0, hi_open=True)
+        self.beta2 = check_number("beta2", beta2, 0.0, 1.0, hi_open=True)
+        self.eps = check_number("eps", eps, 0.0, INF, hi_open=True)
 
     def init_state(self, w):
         return {"m": np.zeros_like(w), "v": np.zeros_like(w)}
@@ -172,7 +173,7 @@ OPTIONS = {
 
 def make_optimizer(name: str, lr: float, weight_decay: float = 0.0, **options) -> Optimizer:
     """Build an optimizer from the registry; options it does not take are ignored."""
-    if name not in OPTIMIZERS:
+    if not isinstance(name, str) or name not in OPTIMIZERS:
         raise EngineError(unknown_name("optimizer", name, OPTIMIZERS))
     kwargs = {k: v for k, v in options.items() if k in OPTIONS[name] and v is not None}
     return OPTIMIZERS[name](lr=lr, weight_decay=weight_decay, **kwargs)

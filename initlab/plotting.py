@@ -55,6 +55,8 @@ def _stat_text(snap_layer: dict) -> str:
         lines.append(f"saturated {100 * snap_layer['saturated_frac']:.0f}%")
     if snap_layer["dead_frac"] is not None:
         lines.append(f"zero {100 * snap_layer['dead_frac']:.0f}%")
+    if snap_layer.get("unit_std") == 0.0:
+        lines.append("all units identical")
     return "\n".join(lines)
 
 
@@ -71,7 +73,7 @@ def draw_histogram_row(axes, snap, layers, predicted=None, clip_zero_spike=False
             shown = counts[1:] if (clip_zero_spike and st["dead_frac"] and len(counts) > 1) else counts
             ymax = max(ymax, int(shown.max()) if len(shown) else 0)
             if clip_zero_spike and st["dead_frac"] and counts[0] > (shown.max() if len(shown) else 0):
-                ax.annotate(f"{counts[0]} at 0 ↑", xy=(edges[0], 1.0), xycoords=("data", "axes fraction"),
+                ax.annotate(f"↑ {counts[0]} (bar clipped)", xy=(edges[0], 1.0), xycoords=("data", "axes fraction"),
                             xytext=(3, -12), textcoords="offset points", fontsize=7, color="#8B0000")
         else:
             ax.text(0.5, 0.5, "non-finite", ha="center", va="center", transform=ax.transAxes)
@@ -207,7 +209,8 @@ def plot_gradients(run_dir: Path, cfg: dict, metrics: dict | None = None) -> Non
     ax.set_xlabel("hidden layer")
     ax.set_ylabel("‖∂loss/∂W‖ on the probe batch")
     ax.set_title("weight-gradient norm per layer")
-    ax.set_xticks(layers if len(layers) <= 12 else shown_layers(len(layers)) and None)
+    if len(layers) <= 12:
+        ax.set_xticks(layers)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     if has_curve:

@@ -16,7 +16,7 @@ from initlab.layers import BatchNorm
 # Arrays stored per snapshot, each of shape (n_layers,) or (n_layers, bins[+1]).
 FIELDS = (
     "act_counts", "act_edges", "act_mean", "act_std", "saturated_frac", "dead_frac",
-    "preact_counts", "preact_edges", "preact_mean", "preact_std", "grad_norm",
+    "preact_counts", "preact_edges", "preact_mean", "preact_std", "grad_norm", "unit_std",
 )
 
 
@@ -27,12 +27,12 @@ class Snapshot:
 
     def layer(self, i: int) -> dict:
         """Scalar statistics of hidden layer ``i`` (0-based) as plain floats (None where n/a)."""
-        keys = ("act_mean", "act_std", "saturated_frac", "dead_frac", "preact_mean", "preact_std", "grad_norm")
+        keys = ("act_mean", "act_std", "saturated_frac", "dead_frac", "preact_mean", "preact_std", "grad_norm", "unit_std")
         out = {k: _num(self.data[k][i]) for k in keys}
         return {
             "mean": out["act_mean"], "std": out["act_std"], "saturated_frac": out["saturated_frac"],
             "dead_frac": out["dead_frac"], "preact_mean": out["preact_mean"], "preact_std": out["preact_std"],
-            "grad_norm": out["grad_norm"],
+            "grad_norm": out["grad_norm"], "unit_std": out["unit_std"],
         }
 
 
@@ -106,6 +106,8 @@ class Recorder:
         d["preact_counts"], d["preact_edges"] = _histograms(pre, self.bins, None)
         d["preact_mean"], d["preact_std"] = _moments(pre)
         d["grad_norm"] = np.array([np.sqrt(np.vdot(b.linear.W.grad, b.linear.W.grad).astype(np.float64)) for b in model.blocks])
+        # Mean over examples of the spread across a layer's units: 0 means every unit is the same unit.
+        d["unit_std"] = np.array([a.std(axis=1, dtype=np.float64).mean() for a in acts])
         snap = Snapshot(step, d)
         self.snapshots.append(snap)
         return snap

@@ -1,0 +1,29 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path_factory):
+    """Never write into the user's cache; keep INITLAB_DATA_DIR as CI sets it (real MNIST)."""
+    if "INITLAB_CACHE_DIR" not in os.environ:
+        monkeypatch.setenv("INITLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "initlab-cache"))
+    monkeypatch.delenv("INITLAB_DEBUG", raising=False)
+
+
+@pytest.fixture
+def configs_dir() -> Path:
+    return CONFIGS
+
+
+def has_mnist() -> bool:
+    root = os.environ.get("INITLAB_DATA_DIR")
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    return bool(root) and all((Path(root) / "mnist" / n).is_file() for n in names)
+
+
+needs_mnist = pytest.mark.skipif(not has_mnist(), reason="real MNIST not found under INITLAB_DATA_DIR/mnist")

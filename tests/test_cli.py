@@ -1,0 +1,161 @@
+"""The CLI end to end with Click's runner, in a temporary directory."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from initlab.cli import cli
+from tests.conftest import CONFIGS, has_mnist
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+def invoke(runner, *args):
+    return runner.invoke(cli, list(args), catch_exceptions=False)
+
+
+def run_dirs(root="outputs"):
+    return [p for p in Path(root).glob("*/*") if p.is_dir()]
+
+
+def bundled():
+    out = []
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        kind = (yaml.safe_load(path.read_text()) or {}).get("data", {}).get("kind")
+        marks = [pytest.mark.skipif(not has_mnist(), reason="needs real MNIST")] if kind == "mnist" else []
+        out.append(pytest.param(path, marks=marks, id=path.stem))
+    return out
+
+
+@pytest.mark.parametrize("path", bundled())
+def test_every_bundled_config_runs(runner, path):
+    raw = yaml.safe_load(path.read_text()) or {}
+    extra = []
+    if raw.get("train", {}).get("steps", 0) > 200 or raw.get("data", {}).get("kind") == "mnist":
+        extra = ["--set", "train.steps=20", "--set", "data.samples=500", "--set", "train.eval_every=10"]
+    res = invoke(runner, "run", str(path), "--json", *extra)
+    assert res.exit_code == 0, res.stderr
+    metrics = json.loads(res.stdout)
+    assert metrics["status"] in ("completed", "diverged")
+    run_dir = Path(metrics["run_dir"])
+    assert run_dir.parent.name == path.stem
+    for name in ("config.yaml", "metrics.json", "activations.npz", "activations.png", "gradients.png"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "history.csv").exists() == (metrics["steps_done"] > 0 or metrics["status"] == "diverged")
+
+
+def test_default_run_writes_the_contracted_files(runner):
+    res = invoke(runner, "run", "--json")
+    assert res.exit_code == 0
+    m = json.loads(res.stdout)
+    assert set(["status", "initlab_version", "config_hash", "seed", "steps_done", "final", "layers", "timing"]) <= set(m)
+    assert Path(m["run_dir"]).parent.name == "default"
+    assert len(m["layers"]) == 5
+    assert set(m["layers"][0]) >= {"mean", "std", "saturated_frac", "dead_frac", "preact_std", "grad_norm"}
+    assert set(m["timing"]) >= {"total_s", "train_s", "record_s"}
+    saved = yaml.safe_load((Path(m["run_dir"]) / "config.yaml").read_text())
+    assert saved["model"]["activation"] == "sigmoid" and saved["init"]["scheme"] == "xavier_normal"
+
+
+def test_training_run_history_columns(runner):
+    res = invoke(runner, "run", "--json", "--set", "train.steps=25", "--set", "train.eval_every=10",
+                 "--set", "data.kind=teacher")
+    m = json.loads(res.stdout)
+    lines = (Path(m["run_dir"]) / "history.csv").read_text().splitlines()
+    assert lines[0] == "step,train_loss,grad_norm,eval_loss,eval_acc,train_acc"
+    assert len(lines) == 26
+    assert lines[10].split(",")[3] != "" and lines[9].split(",")[3] == ""  # eval at step 10 only
+    assert lines[25].split(",")[3] != ""  # and at the end
+    assert (Path(m["run_dir"]) / "loss.png").is_file()
+    assert set(m["final"]) >= {"train_loss", "train_acc", "eval_loss", "eval_acc"}
+
+
+def test_two_runs_in_the_same_second_get_distinct_dirs(runner):
+    a = json.loads(invoke(runner, "run", "--json").stdout)["run_dir"]
+    b = json.loads(invoke(runner, "run", "--json").stdout)["run_dir"]
+    assert a != b and Path(a).parent == Path(b).parent
+
+
+@pytest.mark.parametrize("command", ["run", "sweep", "plot", "list", "validate", "data", "theory", None])
+def test_every_command_has_help(runner, command):
+    args = [command, "--help"] if command else ["--help"]
+    if command and command not in cli.commands:
+        pytest.skip(f"{command} not registered yet")
+    res = invoke(runner, *args)
+    assert res.exit_code == 0
+    assert "Example" in res.output or command is None
+
+
+def test_all_registered_commands_are_covered():
+    assert set(cli.commands) <= {"run", "sweep", "plot", "list", "validate", "data", "theory"}
+
+
+def test_version(runner):
+    res = invoke(runner, "--version")
+    assert res.exit_code == 0 and "initlab" in res.output
+
+
+def test_list_prints_every_registry(runner):
+    from initlab.registry import registries
+
+    res = invoke(runner, "list", "--json")
+    assert json.loads(res.stdout) == registries()
+    assert "he_normal" in invoke(runner, "list").stdout
+
+
+def test_validate_prints_the_resolved_config(runner):
+    res = invoke(runner, "validate", str(CONFIGS / "relu_he.yaml"), "--set", "model.depth=7")
+    assert res.exit_code == 0
+    text = res.stdout.split("\n", 1)[1]
+    assert yaml.safe_load(text)["model"]["depth"] == 7
+
+
+def test_plot_redraws_from_saved_files(runner):
+    m = json.loads(invoke(runner, "run", "--json", "--set", "train.steps=5").stdout)
+    png = Path(m["run_dir"]) / "activations.png"
+    png.unlink()
+    res = invoke(runner, "plot", m["run_dir"])
+    assert res.exit_code == 0 and png.is_file()
+
+
+BAD = {
+    "missing file": (["run", "nope.yaml"], None),
+    "yaml syntax": (["run", "bad.yaml"], "model: {depth: 3\n"),
+    "top-level list": (["run", "bad.yaml"], "- 1\n- 2\n"),
+    "top-level scalar": (["run", "bad.yaml"], "42\n"),
+    "unknown key": (["run", "bad.yaml"], "model: {dept: 3}\n"),
+    "unknown section": (["run", "bad.yaml"], "modle: {depth: 3}\n"),
+    "unknown name": (["run", "bad.yaml"], "init: {scheme: he_nomal}\n"),
+    "out of range": (["run", "bad.yaml"], "model: {depth: 0}\n"),
+    "wrong type": (["run", "bad.yaml"], "model: {depth: three}\n"),
+    "bad --set": (["run", "--set", "model.depth"], None),
+    "--set unknown path": (["run", "--set", "model.dpth=3"], None),
+    "--set bad value": (["run", "--set", "model.depth=-1"], None),
+    "negative seed": (["run", "--seed", "-1"], None),
+    "unknown option": (["run", "--bogus"], None),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_input_is_one_error_line_and_exit_2(runner, case):
+    args, text = BAD[case]
+    if text is not None:
+        Path("bad.yaml").write_text(text)
+    res = invoke(runner, *args)
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), res.stderr
+    assert "Traceback" not in res.stderr
+    assert not list(Path(".").glob("outputs/*/*/metrics.json"))
+
+
+def test_unknown_name_suggests_the_right_one(runner):
+    Path("bad.yaml").write_text("init: {scheme: he_nomal}\n")
+    res = invoke(runner, "run", "bad.yaml")
+    assert "init.scheme" in res.stderr and "did you mean 'he_normal'" in res.stderr
