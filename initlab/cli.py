@@ -287,6 +287,11 @@ def data_mnist(url):
         click.echo(str(p))
 
 
+from initlab.sweep_cli import sweep as _sweep_command  # noqa: E402
+
+cli.add_command(_sweep_command)
+
+
 def main():
     cli.main()
 

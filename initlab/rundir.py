@@ -20,16 +20,20 @@ class RunWriter:
         atomic_write(path / "config.yaml", dump_yaml(cfg))
         return cls(path, cfg)
 
-    def write(self, result) -> None:
-        """Every result file; ``metrics.json`` last, so its presence means the rest is complete."""
+    def write(self, result, figures: bool = True) -> None:
+        """Every result file; ``metrics.json`` last, so its presence means the rest is complete.
+
+        ``figures=False`` skips the PNGs (a sweep draws them on demand: ``initlab plot RUN_DIR``).
+        """
         if result.history and len(result.history.get("step", [])) or self.cfg.train.steps > 0:
             write_history(self.path / "history.csv", result.history)
         if result.snapshots:
             write_npz(self.path / "activations.npz", stack(result.snapshots))
         try:
-            from initlab.plotting import plot_run
+            if figures:
+                from initlab.plotting import plot_run
 
-            plot_run(self.path, result.metrics, self.cfg)
+                plot_run(self.path, result.metrics, self.cfg)
         except Exception as e:  # a figure is not worth losing the numbers for
             result.metrics.setdefault("warnings", []).append(f"figures: {type(e).__name__}: {e}")
         write_json(self.path / "metrics.json", result.metrics)

@@ -273,3 +273,72 @@ def test_bad_model_settings_are_engine_errors(kwargs, word):
 def test_integral_float_sizes_are_accepted():
     m = build_mlp(6.0, 3, [8.0], "relu", rng=np.random.default_rng(0))
     assert m.blocks[0].linear.fan_out == 8
+
+
+# ---------------------------------------------------------------------------- PyTorch as an oracle
+
+TORCH_OPTIMIZERS = {
+    "sgd": ("SGD", {}),
+    "momentum": ("SGD", {"momentum": 0.9}),
+    "nesterov": ("SGD", {"momentum": 0.9, "nesterov": True}),
+    "adagrad": ("Adagrad", {"eps": 1e-8}),
+    "rmsprop": ("RMSprop", {"alpha": 0.99, "eps": 1e-8}),
+    "adam": ("Adam", {"betas": (0.9, 0.999), "eps": 1e-8}),
+    "adamw": ("AdamW", {"betas": (0.9, 0.999), "eps": 1e-8}),
+}
+
+
+def test_every_optimizer_has_a_pytorch_counterpart():
+    assert set(TORCH_OPTIMIZERS) == set(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_training_matches_pytorch_in_float64(name, batchnorm):
+    """Same weights, same batches: losses, clipping norms, parameters and BN statistics agree."""
+    torch = pytest.importorskip("torch")
+    lr, wd = (0.05 if name in ("adam", "adamw", "rmsprop") else 0.2), 0.01
+    m = build_mlp(5, 3, [6, 4], "tanh", InitSpec("xavier_normal", bias_std=0.1), np.random.default_rng(0),
+                  batchnorm=batchnorm, dtype="float64")
+    layers = []
+    for b in m.blocks:
+        layers.append(torch.nn.Linear(b.linear.fan_in, b.linear.fan_out, dtype=torch.float64))
+        if batchnorm:
+            layers.append(torch.nn.BatchNorm1d(b.linear.fan_out, eps=1e-5, momentum=0.1, dtype=torch.float64))
+        layers.append(torch.nn.Tanh())
+    layers.append(torch.nn.Linear(4, 3, dtype=torch.float64))
+    net = torch.nn.Sequential(*layers)
+    with torch.no_grad():
+        for mine, theirs in zip([b.linear for b in m.blocks] + [m.head], [t for t in net if isinstance(t, torch.nn.Linear)]):
+            theirs.weight.copy_(torch.from_numpy(mine.W.data.T.copy()))
+            theirs.bias.copy_(torch.from_numpy(mine.b.data.copy()))
+    cls, kw = TORCH_OPTIMIZERS[name]
+    topt = getattr(torch.optim, cls)(net.parameters(), lr=lr, weight_decay=wd, **kw)
+    opt, loss = make_optimizer(name, lr, wd), LOSSES["cross_entropy"]()
+    rng = np.random.default_rng(1)
+    for _ in range(6):
+        x, y = rng.standard_normal((8, 5)), rng.integers(0, 3, 8)
+        value = loss.forward(m.forward(x, train=True), y)
+        m.backward(loss.backward(), input_grad=False)
+        norm = clip_grad_norm(m.params(), 0.5)
+        opt.step(m.params())
+        topt.zero_grad()
+        tvalue = torch.nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y))
+        tvalue.backward()
+        tnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
+        topt.step()
+        assert value == pytest.approx(tvalue.item(), rel=1e-12)
+        assert norm == pytest.approx(tnorm.item(), rel=1e-12)
+    for mine, theirs in zip([b.linear for b in m.blocks] + [m.head], [t for t in net if isinstance(t, torch.nn.Linear)]):
+        np.testing.assert_allclose(mine.W.data, theirs.weight.detach().numpy().T, rtol=1e-10, atol=1e-12)
+        # Before BatchNorm a bias's gradient is rounding noise (~1e-17), which Adam-like rules
+        # normalize into steps of ~lr·g/eps: there the two engines agree only to ~1e-10.
+        atol = 1e-9 if batchnorm and mine is not m.head else 1e-12
+        np.testing.assert_allclose(mine.b.data, theirs.bias.detach().numpy(), rtol=1e-10, atol=atol)
+    if batchnorm:
+        for b, tbn in zip(m.blocks, [t for t in net if isinstance(t, torch.nn.BatchNorm1d)]):
+            np.testing.assert_allclose(b.norm.running_mean, tbn.running_mean.numpy(), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(b.norm.running_var, tbn.running_var.numpy(), rtol=1e-10, atol=1e-12)
+    net.eval()
+    x = rng.standard_normal((4, 5))
+    np.testing.assert_allclose(m.forward(x, train=False), net(torch.from_numpy(x)).detach().numpy(), rtol=1e-10, atol=1e-12)

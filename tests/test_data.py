@@ -1,0 +1,56 @@
+"""Synthetic data sets and standardization with training statistics."""
+import numpy as np
+import pytest
+
+import initlab
+from initlab.data import DATASETS, Dataset, standardize
+from initlab.experiment import build
+
+
+def test_standardize_uses_training_statistics_only():
+    rng = np.random.default_rng(0)
+    x = rng.normal(5.0, 3.0, size=(200, 4)).astype(np.float32)
+    xe = rng.normal(-2.0, 0.5, size=(50, 4)).astype(np.float32)  # a shifted test set
+    ds = standardize(Dataset(x, np.zeros(200, int), xe, np.zeros(50, int), "classification", 2))
+    np.testing.assert_allclose(ds.x_train.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(ds.x_train.std(0), 1, atol=1e-5)
+    expected = (xe - x.mean(0, dtype=np.float64)) / x.std(0, dtype=np.float64)
+    np.testing.assert_allclose(ds.x_eval, expected, rtol=1e-5)
+    # had test statistics leaked, the test set would be centred: it must not be
+    assert np.all(ds.x_eval.mean(0) < -1.5)
+    # changing the test set never changes the training data
+    ds2 = standardize(Dataset(x, np.zeros(200, int), xe * 100, np.zeros(50, int), "classification", 2))
+    np.testing.assert_array_equal(ds.x_train, ds2.x_train)
+
+
+def test_standardize_constant_feature_stays_finite():
+    x = np.ones((10, 3), np.float32)
+    ds = standardize(Dataset(x, np.zeros(10, int), x, np.zeros(10, int), "classification", 2))
+    assert np.isfinite(ds.x_train).all() and np.all(ds.x_train == 0)
+
+
+@pytest.mark.parametrize("kind", [k for k in DATASETS if k != "mnist"])
+def test_synthetic_kinds_are_deterministic_and_typed(kind):
+    cfg = initlab.load_config({"data": {"kind": kind}, "model": {"dtype": "float64"}})
+    a, b = build(cfg)[0], build(cfg)[0]
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert a.x_train.dtype == np.float64
+    assert len(a.x_eval) == cfg.data.eval_samples and len(a.x_train) == cfg.data.samples
+
+
+def test_every_dataset_kind_is_tested():
+    assert set(DATASETS) == {"gaussian", "teacher", "regression", "mnist"}
+
+
+def test_regression_is_the_seeds_toy_problem():
+    cfg = initlab.load_config({"data": {"kind": "regression"}})
+    d = build(cfg)[0]
+    assert d.x_train.shape == (100, 1) and d.task == "regression"
+    resid = d.y_train[:, 0] - (3 * d.x_train[:, 0] + 2)
+    assert abs(resid.std() - 0.5) < 0.15 and abs(resid.mean()) < 0.2
+
+
+def test_teacher_labels_are_learnable_and_balanced_enough():
+    d = build(initlab.load_config({"data": {"kind": "teacher", "samples": 2000}}))[0]
+    counts = np.bincount(d.y_train, minlength=10)
+    assert counts.min() > 0 and counts.max() < 0.5 * len(d.y_train)
