@@ -1,15 +1,16 @@
-"""What `initlab list` prints: the names of every registry, in one place."""
+"""What `initlab list` prints: the names of every registry (without importing pydantic or matplotlib)."""
 from __future__ import annotations
 
 
 def registries() -> dict[str, list[str]]:
     from initlab.activations import ACTIVATIONS
-    from initlab.config import DATA_KINDS, INIT_SCHEMES
+    from initlab.data import DATASETS
+    from initlab.initializers import ALIASES, INITIALIZERS
     from initlab.optimizers import OPTIMIZERS
 
     return {
         "activations": list(ACTIVATIONS),
-        "init schemes": list(INIT_SCHEMES),
+        "init schemes": [*INITIALIZERS, *ALIASES, "lsuv"],
         "optimizers": list(OPTIMIZERS),
-        "data kinds": list(DATA_KINDS),
+        "data kinds": list(DATASETS),
     }

@@ -159,3 +159,12 @@ def test_unknown_name_suggests_the_right_one(runner):
     Path("bad.yaml").write_text("init: {scheme: he_nomal}\n")
     res = invoke(runner, "run", "bad.yaml")
     assert "init.scheme" in res.stderr and "did you mean 'he_normal'" in res.stderr
+
+
+def test_registry_listing_matches_what_configs_accept():
+    from initlab.config import DATA_KINDS, INIT_SCHEMES
+    from initlab.registry import registries
+
+    regs = registries()
+    assert regs["init schemes"] == list(INIT_SCHEMES)
+    assert sorted(regs["data kinds"]) == sorted(DATA_KINDS)
