@@ -4,9 +4,11 @@ Prints initlab's ms/step, samples/s and share of the machine's nominal FLOP/s. W
 installed it trains the same network (same initial weights, same batches) in the same process,
 interleaved round by round with initlab, one BLAS thread each, and prints the time ratio
 (the issue's goal: initlab ≤ 0.8 × PyTorch). A step is forward, loss, backward and the SGD
-update; the minibatches are drawn beforehand, identically for both.
+update; the minibatches are drawn beforehand, identically for both. Like PyTorch, whose input
+tensor does not require a gradient, initlab skips the gradient w.r.t. the input batch
+(``model.backward(d, input_grad=False)``); ``--input-grad`` times it with that product.
 
-    python benchmarks/bench_engine.py [--steps N] [--rounds R] [--threads T] [--no-torch]
+    python benchmarks/bench_engine.py [--steps N] [--rounds R] [--threads T] [--no-torch] [--input-grad]
 """
 from __future__ import annotations
 
@@ -84,7 +86,7 @@ def make_batches(rng) -> list[tuple[np.ndarray, np.ndarray]]:
     return batches
 
 
-def initlab_trainer(model, batches):
+def initlab_trainer(model, batches, input_grad=False):
     loss, opt, params = SoftmaxCrossEntropy(), SGD(LR), model.params()
     state = {"i": 0}
 
@@ -92,7 +94,7 @@ def initlab_trainer(model, batches):
         x, y = batches[state["i"] % len(batches)]
         state["i"] += 1
         value = loss.forward(model.forward(x, train=True), y)
-        model.backward(loss.backward(), input_grad=False)
+        model.backward(loss.backward(), input_grad=input_grad)
         opt.step(params)
         return value
 
@@ -143,6 +145,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=50, help="untimed steps per engine first")
     ap.add_argument("--threads", type=int, default=1, help="BLAS / intra-op threads (default 1)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--input-grad", action="store_true",
+                    help="also compute the gradient w.r.t. the input batch (model.backward's default; torch skips it)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.steps < 1 or args.rounds < 1 or args.threads < 1 or args.warmup < 0:
@@ -164,7 +168,7 @@ def main(argv=None) -> int:
     sizes = [N_IN] + [WIDTH] * DEPTH + [N_OUT]
     model = build_mlp(N_IN, N_OUT, [WIDTH] * DEPTH, "relu", InitSpec("he_normal"), rng, dtype="float32")
     batches = make_batches(rng)
-    engines = {"initlab": initlab_trainer(model, batches)}
+    engines = {"initlab": initlab_trainer(model, batches, args.input_grad)}
     if torch is not None:
         engines["torch"] = torch_trainer(model, batches)
 
@@ -200,7 +204,8 @@ def main(argv=None) -> int:
           + ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in env.items()))
     if torch is not None:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
-    print(f"FLOPs per step: {flops / 1e6:.1f} M (matrix products: forward, weight gradients, input gradients below layer 1)")
+    print(f"FLOPs per step: {flops / 1e6:.1f} M (matrix products: forward, weight gradients, input gradients below layer 1)"
+          + ("; initlab also computes the input batch's gradient (--input-grad)" if args.input_grad else ""))
     print()
     print(f"{'engine':<8} {'ms/step':>8} {'min':>7} {'samples/s':>10} {'GFLOP/s':>8} {'% machine':>10} {'% 1 core':>9} {'last loss':>10}")
     median = {}

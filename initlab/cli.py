@@ -290,6 +290,9 @@ def data_mnist(url):
 from initlab.sweep_cli import sweep as _sweep_command  # noqa: E402
 
 cli.add_command(_sweep_command)
+from initlab.theory_cli import theory as _theory_command  # noqa: E402
+
+cli.add_command(_theory_command)
 
 
 def main():

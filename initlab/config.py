@@ -22,11 +22,20 @@ from initlab.initializers import ALIASES, INITIALIZERS, STD_SCHEMES
 from initlab.optimizers import OPTIMIZERS
 
 MAX_CONFIG_BYTES = 1 << 20
+MAX_NESTING = 32  # a real config is at most ~5 levels deep (sweep axis → list → mapping → list)
+MAX_NODES = 100_000  # values in a document, aliases counted each time they are used ("billion laughs")
 _SECTIONS = ("data", "model", "init", "optimizer", "train", "record")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 DATA_KINDS = ("gaussian", "mnist", "regression", "teacher")
 INIT_SCHEMES = tuple(INITIALIZERS) + tuple(ALIASES) + ("lsuv",)
 DEFAULT_NAME = "default"
+
+
+def _short(value, limit: int = 60) -> str:
+    """``value`` for an error message: printable, and cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Section(BaseModel):
@@ -36,7 +45,7 @@ class Section(BaseModel):
 def _choice(kind, choices):
     def check(value):
         if value not in choices:
-            raise ValueError(unknown_name(kind, value, choices))
+            raise ValueError(unknown_name(kind, _short(value), choices))
         return value
 
     return check
@@ -50,6 +59,7 @@ class Data(Section):
     standardize: bool = False
     classes: int = Field(10, ge=2, le=10_000)
     noise: float = Field(0.5, ge=0)
+    scale: float = Field(1.0, gt=0)  # std of the synthetic Gaussian inputs
 
     _kind = field_validator("kind")(classmethod(lambda cls, v: _choice("data kind", DATA_KINDS)(v)))
 
@@ -191,7 +201,7 @@ class Config(Section):
     @classmethod
     def _name(cls, v):
         if not NAME_RE.match(v) or len(v) > 100:
-            raise ValueError(f"'{v}' is not a valid name (letters, digits, '.', '_', '-'; it becomes a folder)")
+            raise ValueError(f"'{_short(v)}' is not a valid name (letters, digits, '.', '_', '-'; it becomes a folder)")
         return v
 
     @field_validator("sweep")
@@ -255,7 +265,7 @@ def _format_error(err: ValidationError) -> str:
     if e["type"] in ("model_type", "dict_type"):
         msg = f"must be a mapping, got {type(e.get('input')).__name__}"
     elif e["type"] != "value_error" and not isinstance(e.get("input"), (dict, list)):
-        msg = f"{msg[0].lower()}{msg[1:]} (got {e.get('input')!r})"
+        msg = f"{msg[0].lower()}{msg[1:]} (got {_short(repr(e.get('input')))})"
     # A section-level check names its own key ("features: ..."): attach it to the section.
     m = re.match(r"^([a-z_]+): (.*)$", msg)
     if m and m.group(1) in _KNOWN_KEYS:
@@ -269,6 +279,7 @@ def validate(raw: Any, default_name: str = DEFAULT_NAME) -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}")
+    check_shape(raw, "config")
     raw = dict(raw)
     raw.setdefault("name", default_name)
     try:
@@ -288,7 +299,10 @@ def read_yaml(path: str | Path) -> Any:
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path}: config files over 1 MiB are refused ({size} bytes)")
-        data = path.read_bytes()
+        with open(path, "rb") as f:  # bounded: a device or pipe has no size to check beforehand
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: config files over 1 MiB are refused")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except PermissionError:
@@ -302,9 +316,44 @@ def read_yaml(path: str | Path) -> Any:
     return parse_yaml(text, str(path))
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe loading (no Python tags), plus YAML 1.2 exponents: ``1e-3`` is a float, not a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def check_shape(obj: Any, where: str) -> None:
+    """Refuse a document nested deeper than :data:`MAX_NESTING` levels (or self-referencing)
+    or holding more than :data:`MAX_NODES` values, counting an alias each time it is used."""
+    stack, nodes = [(obj, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise ConfigError(f"{where}: too many values (over {MAX_NODES}, aliases counted each time they are used)")
+        if isinstance(node, dict):
+            children = [*node.keys(), *node.values()]
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        if depth >= MAX_NESTING:
+            raise ConfigError(f"{where}: the document is nested too deeply (over {MAX_NESTING} levels)")
+        stack.extend((child, depth + 1) for child in children)
+
+
 def parse_yaml(text: str, where: str = "<config>") -> Any:
     try:
-        return yaml.safe_load(text)
+        data = _load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -314,26 +363,29 @@ def parse_yaml(text: str, where: str = "<config>") -> Any:
         raise ConfigError(f"{where}: YAML error: {str(e).splitlines()[0]}") from None
     except RecursionError:
         raise ConfigError(f"{where}: the document is nested too deeply") from None
+    check_shape(data, where)
+    return data
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``"model.depth=10"`` → ``("model.depth", 10)``; the value is a YAML flow scalar."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set model.depth=10")
+        raise ConfigError(f"--set {_short(repr(text))}: expected KEY=VALUE, e.g. --set model.depth=10")
     key, _, value = text.partition("=")
     key = key.strip()
-    if not key or not all(re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", p) for p in key.split(".")):
-        raise ConfigError(f"--set {text!r}: '{key}' is not a dotted key path like model.depth")
+    if not key or not all(re.match(r"^[A-Za-z_][A-Za-z0-9_]*\Z", p) for p in key.split(".")):
+        raise ConfigError(f"--set {_short(repr(text))}: '{_short(key)}' is not a dotted key path like model.depth")
     return key, parse_value(value, f"--set {key}")
 
 
 def parse_value(value: str, where: str) -> Any:
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = _load(value) if value.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: cannot parse {value!r} ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{where}: cannot parse {_short(repr(value))} ({str(e).splitlines()[0]})") from None
     except RecursionError:
         raise ConfigError(f"{where}: value nested too deeply") from None
+    check_shape(parsed, where)
     return parsed
 
 
@@ -369,6 +421,7 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides=(), seed:
     if source is None:
         raw, name = {}, DEFAULT_NAME
     elif isinstance(source, dict):
+        check_shape(source, "config")
         raw, name = copy.deepcopy(source), DEFAULT_NAME
     else:
         raw, name = read_yaml(source), Path(source).stem

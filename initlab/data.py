@@ -35,13 +35,13 @@ def _teacher_labels(rng, features, classes):
 
 
 def teacher(d, rng, dtype) -> Dataset:
-    """``standard_normal((samples, features))`` labelled by the argmax of a random linear teacher.
+    """``standard_normal((samples, features)) * scale`` labelled by the argmax of a random linear teacher.
 
     ``gaussian`` is the same draw: its labels only matter when a forward-only experiment is
     turned into a training one (``train.steps > 0``), and for the gradients recorded at init.
     """
-    x = rng.standard_normal((d.samples, d.features))
-    x_eval = rng.standard_normal((d.eval_samples, d.features))
+    x = rng.standard_normal((d.samples, d.features)) * d.scale
+    x_eval = rng.standard_normal((d.eval_samples, d.features)) * d.scale
     w = rng.standard_normal((d.features, d.classes))
     y, y_eval = np.argmax(x @ w, axis=1), np.argmax(x_eval @ w, axis=1)
     return Dataset(x.astype(dtype), y, x_eval.astype(dtype), y_eval, "classification", d.classes)

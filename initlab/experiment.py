@@ -7,7 +7,9 @@ recording or evaluating more often never changes what is trained.
 """
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -15,6 +17,7 @@ import numpy as np
 
 import initlab
 from initlab.clipping import clip_grad_norm, clip_grad_value, grad_norm
+from initlab.analysis import merge_prediction
 from initlab.config import Config
 from initlab.data import Dataset, build_dataset
 from initlab.losses import MSE, SoftmaxCrossEntropy
@@ -36,6 +39,8 @@ class Result:
     model: Optional[MLP] = None
     run_dir: Optional[str] = None
     error: Optional[str] = None
+    prediction: Optional[dict] = None  # mean-field prediction at init (initlab.theory)
+    jacobian: Optional[np.ndarray] = None  # singular values at init, (inputs, k)
 
     def __repr__(self) -> str:
         return f"Result(status={self.status!r}, run_dir={self.run_dir!r}, steps_done={self.metrics.get('steps_done')})"
@@ -129,30 +134,42 @@ def run(config, out=None, progress: bool = False, on_step: Callable[[int], None]
     from initlab.config import load_config
 
     cfg = config if isinstance(config, Config) else load_config(config)
-    writer = None
-    if out is not None:
-        from initlab.rundir import RunWriter
+    check_memory(cfg)
+    from initlab.output import SignalGuard
 
-        writer = RunWriter.create(out, cfg)
-    result = Result(config=cfg, run_dir=str(writer.path) if writer else None)
-    t0 = time.perf_counter()
-    counter = _WarningCounter()
-    old_call = np.seterrcall(counter)
-    try:
-        with np.errstate(all="call"), blas_threads():
-            _train(cfg, result, progress, on_step)
-    except KeyboardInterrupt:
-        result.status = "interrupted"
-    except Exception as e:  # recorded in metrics.json; the CLI exits 1
-        result.status = "failed"
-        result.error = f"{type(e).__name__}: {e}" if not isinstance(e, initlab.InitlabError) else str(e)
-        result.exception = e
-    finally:
-        np.seterrcall(old_call)
-    result.metrics.setdefault("timing", {})["total_s"] = time.perf_counter() - t0
-    _finish_metrics(cfg, result, counter.count)
-    if writer is not None:
-        writer.write(result)
+    # Signals interrupt training only; while the run directory is created and while results are
+    # written they wait, so a second Ctrl-C never cuts a file in half (see SignalGuard).
+    with SignalGuard() as guard:
+        writer = None
+        if out is not None:
+            from initlab.rundir import RunWriter
+
+            writer = RunWriter.create(out, cfg)
+        result = Result(config=cfg, run_dir=str(writer.path) if writer else None)
+        t0 = time.perf_counter()
+        counter = _WarningCounter()
+        old_call = np.seterrcall(counter)
+        try:
+            with np.errstate(all="call"), warnings.catch_warnings(record=True) as caught, blas_threads():
+                warnings.simplefilter("always")
+                guard.arm()
+                _train(cfg, result, progress, on_step)
+        except KeyboardInterrupt:
+            result.status = "interrupted"
+        except Exception as e:  # recorded in metrics.json; the CLI exits 1
+            result.status = "failed"
+            result.error = f"{type(e).__name__}: {e}" if not isinstance(e, initlab.InitlabError) else str(e)
+            result.exception = e
+        finally:
+            guard.disarm()
+            np.seterrcall(old_call)
+        result.metrics.setdefault("timing", {})["total_s"] = time.perf_counter() - t0
+        if caught:  # Python-level warnings (e.g. from NumPy reductions) are counted, not printed
+            notes = dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)
+            result.metrics.setdefault("warnings", []).extend(list(notes)[:10])
+        _finish_metrics(cfg, result, counter.count + len(caught))
+        if writer is not None:
+            writer.write(result)
     return result
 
 
@@ -167,6 +184,7 @@ def _train(cfg: Config, result: Result, progress: bool, on_step) -> None:
     rec = Recorder(data.x_train[probe], data.y_train[probe], loss, cfg.record.bins, cfg.record.range)
     result.snapshots = rec.snapshots
     t = time.perf_counter()
+    _analyse(cfg, model, data.x_train[probe], result)
     rec.snapshot(model, 0)
     timing["record_s"] += time.perf_counter() - t
     steps, bs = cfg.train.steps, cfg.train.batch_size
@@ -244,6 +262,24 @@ def _progress_bar(total: int, name: str):
     return tqdm(total=total, desc=name, unit="step", file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
+def _analyse(cfg: Config, model: MLP, probe_x, result: Result) -> None:
+    """Mean-field prediction and Jacobian spectrum at init; a failure here costs a warning, not the run."""
+    from initlab.analysis import predict_for, spectrum_for
+    from initlab.jacobian import jacobian_summary
+
+    try:
+        result.prediction = predict_for(cfg, probe_x, model).to_dict()
+        result.metrics["theory"] = {k: v for k, v in result.prediction.items() if k != "layers"}
+    except Exception as e:
+        result.metrics.setdefault("warnings", []).append(f"theory: {type(e).__name__}: {e}")
+    try:
+        result.jacobian = spectrum_for(model, probe_x)
+        if result.jacobian is not None:
+            result.metrics["jacobian"] = jacobian_summary(result.jacobian)
+    except Exception as e:
+        result.metrics.setdefault("warnings", []).append(f"jacobian: {type(e).__name__}: {e}")
+
+
 def _finish_metrics(cfg: Config, result: Result, warnings: int) -> None:
     m = result.metrics
     m.update(
@@ -259,6 +295,7 @@ def _finish_metrics(cfg: Config, result: Result, warnings: int) -> None:
     if result.snapshots:
         first = result.snapshots[0]
         m["layers"] = [first.layer(i) for i in range(len(first.data["act_std"]))]
+        merge_prediction(m["layers"], result.prediction)
         last = result.snapshots[-1]
         m["layers_final"] = [last.layer(i) for i in range(len(last.data["act_std"]))]
     else:

@@ -8,6 +8,9 @@ interact and BatchNorm uses its running statistics — at initialization 0 and 1
 identity), and the identity matrix goes backward as ``dout``, one row per output unit; the rows
 that come back are the rows of Jᵀ. Outputs are processed in chunks of ``chunk`` rows, so memory
 stays at ``chunk × width`` per layer, and nothing but these backward products is materialized.
+Cost per input: about 3·Σ_l fan_in_l·fan_out_l·width_L multiply-adds (forward of the copies, the
+backward product and the weight gradient the engine's Linear computes): negligible at width 100,
+about 3·10¹⁰ for ten layers of width 1000 (seconds per input).
 
 Calling it runs forward and backward passes: the model's forward caches change (as with any
 forward pass); its gradient buffers are restored afterwards.
@@ -94,8 +97,9 @@ def jacobian_summary(singular_values: np.ndarray) -> dict:
 
     ``n_inputs``, ``n_values``, ``mean_sq`` (mean of s², the quantity mean-field theory predicts:
     Π of each layer's χ), ``max``, ``min``, ``median``, ``max_over_min`` (None when min is 0),
-    ``log10_spread`` = log10(max/min), ``frac_within_10pct`` (share of values in [0.9, 1.1]:
-    1 for a perfectly isometric network).
+    ``log10_spread`` = log10(max/min), ``log10_spread_90`` = log10(p95/p5) (robust: for deep
+    Gaussian nets the minimum sits at rounding level, ~1e-16·max in float64), ``frac_within_10pct``
+    (share of values in [0.9, 1.1]: 1 for a perfectly isometric network).
     """
     s = np.asarray(singular_values, dtype=np.float64)
     rows = s.shape[0] if s.ndim == 2 else 1
@@ -103,9 +107,12 @@ def jacobian_summary(singular_values: np.ndarray) -> dict:
     if s.size == 0:
         raise EngineError("jacobian_summary needs at least one singular value")
     hi, lo = float(s.max()), float(s.min())
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        ratio = hi / lo if lo > 0 else math.inf
-        spread = math.log10(ratio) if math.isfinite(ratio) and ratio > 0 else math.inf
+    p5, p95 = (float(v) for v in np.percentile(s, [5, 95]))
+
+    def log_ratio(a, b):
+        return math.log10(a / b) if b > 0 and math.isfinite(a / b) else math.inf
+
+    ratio = hi / lo if lo > 0 else math.inf
     return {
         "n_inputs": int(rows),
         "n_values": int(s.size),
@@ -114,6 +121,7 @@ def jacobian_summary(singular_values: np.ndarray) -> dict:
         "min": _num(lo),
         "median": _num(np.median(s)),
         "max_over_min": _num(ratio),
-        "log10_spread": _num(spread),
+        "log10_spread": _num(log_ratio(hi, lo)),
+        "log10_spread_90": _num(log_ratio(p95, p5)),
         "frac_within_10pct": float(np.mean((s >= 0.9) & (s <= 1.1))),
     }

@@ -52,7 +52,7 @@ def lsuv_init(model, x_batch: np.ndarray, tol: float = 0.1, max_passes: int = 10
         raise EngineError(f"lsuv expects a batch of shape (n, {model.n_in}), got {getattr(x_batch, 'shape', type(x_batch).__name__)}")
     if len(x_batch) < 2:
         raise EngineError(f"lsuv needs a batch of at least 2 examples, got {len(x_batch)}")
-    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float, np.floating)) and 0 < tol < 1):
         raise EngineError(f"lsuv tolerance must be in (0, 1), got {tol!r}")
     if isinstance(max_passes, bool) or not isinstance(max_passes, (int, np.integer)) or max_passes < 1:
         raise EngineError(f"lsuv max_passes must be a positive integer, got {max_passes!r}")

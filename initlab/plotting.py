@@ -78,7 +78,10 @@ def draw_histogram_row(axes, snap, layers, predicted=None, clip_zero_spike=False
         else:
             ax.text(0.5, 0.5, "non-finite", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(f"{li + 1}-layer", fontsize=10)
-        ax.text(0.97, 0.95, _stat_text(st), ha="right", va="top", transform=ax.transAxes, fontsize=7.5,
+        text = _stat_text(st)
+        if predicted is not None and predicted[li] is not None:
+            text += f"\nmean-field std {predicted[li][1]:.3g}"
+        ax.text(0.97, 0.95, text, ha="right", va="top", transform=ax.transAxes, fontsize=7.5,
                 bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#bbbbbb", alpha=0.85))
         if predicted is not None and predicted[li] is not None:
             mean_std = predicted[li]
@@ -235,6 +238,34 @@ def plot_gradients(run_dir: Path, cfg: dict, metrics: dict | None = None) -> Non
     _save(fig, run_dir / "gradients.png")
 
 
+def plot_jacobian(run_dir: Path, cfg: dict, metrics: dict | None = None) -> None:
+    """Histogram of log10 singular values of the input–output Jacobian at init (dynamical isometry)."""
+    sv = read_npz(run_dir / "jacobian.npz")["singular_values"].ravel()
+    fig = _figure(6.5, 4)
+    ax = fig.subplots()
+    tiny = np.finfo(np.float64).tiny
+    logs = np.log10(np.maximum(sv, tiny))
+    lo, hi = min(logs.min(), -0.5), max(logs.max(), 0.5)
+    ax.hist(logs, bins=np.linspace(lo, hi, 41), color="#4C72B0", alpha=0.85)
+    ax.axvline(0.0, color="#C44E52", ls="--", lw=1, label="singular value 1 (isometry)")
+    summary = (metrics or {}).get("jacobian") or {}
+    lines = [f"{len(sv)} singular values from {summary.get('n_inputs', '?')} inputs"]
+    if summary.get("mean_sq") is not None:
+        lines.append(f"mean s² {summary['mean_sq']:.3g}")
+    if summary.get("log10_spread_90") is not None:
+        lines.append(f"p95/p5 spread: {summary['log10_spread_90']:.2g} decades")
+    if summary.get("frac_within_10pct") is not None:
+        lines.append(f"within 10% of 1: {100 * summary['frac_within_10pct']:.0f}%")
+    ax.text(0.02, 0.97, "\n".join(lines), transform=ax.transAxes, va="top", fontsize=8,
+            bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="#bbbbbb", alpha=0.9))
+    ax.set_xlabel("log10 singular value of d(last hidden layer)/d(input)")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(f"{cfg['name']}: Jacobian spectrum at init — {_describe(cfg)}", fontsize=10)
+    fig.tight_layout()
+    _save(fig, run_dir / "jacobian.png")
+
+
 def plot_run(run_dir, metrics: dict | None = None, cfg=None) -> list[Path]:
     """Draw every figure a run directory has data for; returns the paths written."""
     import yaml
@@ -251,6 +282,9 @@ def plot_run(run_dir, metrics: dict | None = None, cfg=None) -> list[Path]:
         plot_activations(run_dir, cfg, metrics)
         plot_gradients(run_dir, cfg, metrics)
         written += [run_dir / "activations.png", run_dir / "gradients.png"]
+    if (run_dir / "jacobian.npz").exists():
+        plot_jacobian(run_dir, cfg, metrics)
+        written.append(run_dir / "jacobian.png")
     if (run_dir / "history.csv").exists() and len(read_history(run_dir / "history.csv").get("step", [])):
         plot_loss(run_dir, cfg, metrics)
         written.append(run_dir / "loss.png")

@@ -592,6 +592,8 @@ def _worker_main(conn, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, _worker_signal)
     signal.signal(signal.SIGTERM, _worker_signal)
     try:
+        import initlab.experiment  # noqa: F401  (loads NumPy's BLAS, so the limit below applies to it)
+        import initlab.rundir  # noqa: F401
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)  # one BLAS thread per worker: no oversubscription, same numbers for any worker count
@@ -1157,3 +1159,17 @@ def write_summary(sweep_dir, manifest: Optional[dict] = None) -> list[dict]:
     write_json(Path(sweep_dir) / "summary.json", rows)
     atomic_write(Path(sweep_dir) / "summary.csv", summary_csv(rows))
     return rows
+
+
+# ---------------------------------------------------------------- `initlab.sweep(...)`
+
+
+class _CallableModule(type(sys)):
+    """``initlab.sweep`` is both this module and the function: once the module is imported, Python
+    binds the package attribute to the module, so the module forwards calls to :func:`sweep`."""
+
+    def __call__(self, *args, **kwargs) -> SweepResult:
+        return sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -200,8 +200,16 @@ def _groups(points):
         if base not in keys:
             keys[base] = len(keys)
             first.add(p.index)
-        colors[p.index] = COLORS[keys[base] % len(COLORS)]
         p.group = base
+    if len(keys) <= len(COLORS):
+        palette = COLORS
+    else:  # many points: an ordered colour map (the grid's order), not a repeating palette
+        from matplotlib import colormaps
+
+        cmap = colormaps["viridis"]
+        palette = [cmap(0.92 * i / (len(keys) - 1)) for i in range(len(keys))]
+    for p in points:
+        colors[p.index] = palette[keys[p.group]]
     return colors, first
 
 
@@ -217,6 +225,10 @@ def _overlay(points, title):
     classification = any(p.history is not None and np.isfinite(p.history.get("train_acc", np.array([]))).any()
                          for p in points)
     lo, hi = math.inf, 0.0
+    marks = []  # (step, last finite loss, colour) of diverged points
+    # The axis range follows the points that did not diverge, so a blow-up does not flatten them.
+    stable = any(p.status != "diverged" and p.history is not None and np.isfinite(p.history["train_loss"]).any()
+                 for p in points)
     for p in points:
         h, color = p.history, colors[p.index]
         label = (p.group if repeated else p.legend) if p.index in first else None
@@ -228,13 +240,12 @@ def _overlay(points, title):
         ax_loss.plot(steps, loss, color=color, alpha=0.22, lw=0.7)
         ax_loss.plot(steps, smooth(loss, w) if w > 1 else loss, color=color, lw=1.9, label=label)
         finite = loss[np.isfinite(loss)]
-        if len(finite):
+        if len(finite) and (p.status != "diverged" or not stable):
             lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
         if p.status == "diverged":
             ok = np.flatnonzero(np.isfinite(loss))
             x = steps[ok[-1]] if len(ok) else steps[0]
-            y = loss[ok[-1]] if len(ok) else np.nan
-            ax_loss.plot([x], [y], marker="X", ms=11, color=color, mec="black", mew=0.8, zorder=5)
+            marks.append((x, loss[ok[-1]] if len(ok) else np.nan, color))
             ax_loss.axvline(steps[-1], color=color, ls=":", lw=1)
         if classification:
             for key, style in (("train_acc", "-o"), ("eval_acc", "--s")):
@@ -250,15 +261,27 @@ def _overlay(points, title):
             if p.status == "diverged" and not np.isfinite(g[-1]):
                 x = steps[ok][-1] if ok.any() else steps[0]
                 ax_side.plot([x], [g[ok][-1] if ok.any() else np.nan], marker="X", ms=10, color=color, mec="black", mew=0.8)
-    if hi > 0 and lo > 0 and hi / lo > 100:
+    log = hi > 0 and lo > 0 and hi / lo > 100
+    if log:
         ax_loss.set_yscale("log")
+    if marks and stable and math.isfinite(lo):
+        top = hi * 3 if log else hi + 0.08 * (hi - lo or 1)
+        bottom = lo / 3 if log else lo - 0.05 * (hi - lo or 1)
+        ax_loss.set_ylim(bottom, top)
+        for x, y, color in marks:
+            beyond = not np.isfinite(y) or y > top
+            ax_loss.plot([x], [min(y, top) if np.isfinite(y) else top], marker="^" if beyond else "X", ms=11,
+                         color=color, mec="black", mew=0.8, zorder=5, clip_on=False)
+    else:
+        for x, y, color in marks:
+            ax_loss.plot([x], [y], marker="X", ms=11, color=color, mec="black", mew=0.8, zorder=5)
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training loss (minibatch; faint: raw, solid: moving mean)")
     ax_loss.set_title("training loss", fontsize=11)
     ax_loss.grid(alpha=0.3, which="both")
     ax_loss.legend(fontsize=9, loc="best", title="point" if len(first) > 1 else None, title_fontsize=9)
     if any(p.status == "diverged" for p in points):
-        ax_loss.text(0.99, 0.01, "✕ last finite loss before it became non-finite", transform=ax_loss.transAxes,
+        ax_loss.text(0.99, 0.01, "✕ last finite loss before it became non-finite (▲ off the scale)", transform=ax_loss.transAxes,
                      ha="right", va="bottom", fontsize=8, color="#444444")
     if classification:
         ax_side.set_ylim(0, 1.02)
@@ -295,7 +318,7 @@ def _per_layer(ax, points, colors, key, title, ylabel) -> None:
             drawn = True
     arrays = [np.asarray(p.snaps[0].data[key], dtype=float) for p in points]
     if len(points) > 1 and all(a.shape == arrays[0].shape and np.array_equal(a, arrays[0], equal_nan=True) for a in arrays):
-        title += " (the same for every point)"
+        title += "\n(the same for every point)"
     if drawn:
         ax.set_yscale("log")
     else:
@@ -304,7 +327,7 @@ def _per_layer(ax, points, colors, key, title, ylabel) -> None:
     ax.set_xticks(range(1, n_max + 1) if n_max <= 12 else [i + 1 for i in shown_layers(n_max)])
     ax.set_xlabel("hidden layer")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=11 if len(title) < 60 else 9.5)
+    ax.set_title(title, fontsize=10.5)
     ax.grid(alpha=0.3, which="both")
 
 
@@ -385,8 +408,9 @@ def _small_multiples(points, grid, title):
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color="#4C72B0", ls="-", lw=1.8), Line2D([], [], color="#DD8452", ls="--", lw=1.5)]
-    fig.legend(handles, [f"{flag_name}=true", f"{flag_name}=false"], loc="upper right", ncol=2, fontsize=9)
-    fig.suptitle(title, fontsize=10, x=0.02, ha="left")
     height = 2.45 * nrow + 1.1
-    fig.subplots_adjust(left=0.07, right=0.99, top=1 - 0.8 / height, bottom=0.5 / height, wspace=0.12, hspace=0.38)
+    fig.legend(handles, [f"{flag_name}=true", f"{flag_name}=false"], loc="upper center", ncol=2, fontsize=9,
+               bbox_to_anchor=(0.5, 1 - 0.38 / height), frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.07, right=0.99, top=1 - 0.85 / height, bottom=0.5 / height, wspace=0.12, hspace=0.38)
     return fig

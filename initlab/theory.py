@@ -395,7 +395,8 @@ class Prediction:
     def theory(self) -> dict:
         """The scalar block: q_star, fixed_point, chi1, phase, xi_q, xi_c, c_star, chi_c, applies, note, ..."""
         return {
-            "activation": self.activation, "sigma_w2": _json_num(self.sigma_w2[-1]) if self.sigma_w2 else None,
+            "activation": self.activation, "depth": self.depth,
+            "sigma_w2": _json_num(self.sigma_w2[-1]) if self.sigma_w2 else None,
             "sigma_b2": _json_num(self.sigma_b2), "input_q": _json_num(self.input_q),
             "q_star": _json_num(self.q_star), "fixed_point": self.fixed_point, "chi1": _json_num(self.chi1),
             "phase": self.phase, "xi_q": _json_num(self.xi_q), "xi_c": _json_num(self.xi_c),

@@ -90,7 +90,7 @@ def test_orthogonal_concentrates_the_spectrum_and_gaussian_spreads_it():
     for act in ("linear", "tanh"):
         ortho, gauss = results[act, "orthogonal"], results[act, "lecun_normal"]
         assert ortho["log10_spread"] < 0.1 and ortho["frac_within_10pct"] > 0.9
-        assert gauss["log10_spread"] > 3 and gauss["frac_within_10pct"] < 0.2
+        assert gauss["log10_spread_90"] > 3 and gauss["frac_within_10pct"] < 0.2
         json.dumps(gauss, allow_nan=False)
 
 
@@ -110,6 +110,7 @@ def test_summary_handles_a_zero_singular_value_and_rejects_bad_input():
     s = jacobian_summary(np.array([[2.0, 1.0, 0.0]]))
     json.dumps(s, allow_nan=False)
     assert s["max_over_min"] is None and s["log10_spread"] is None and s["min"] == 0.0
+    assert s["log10_spread_90"] == pytest.approx(math.log10(1.9 / 0.1))  # interpolated p95 / p5
     assert s["mean_sq"] == pytest.approx(5 / 3) and s["n_inputs"] == 1 and s["n_values"] == 3
     model, rng = _model([8, 8])
     x = rng.standard_normal((2, 8))

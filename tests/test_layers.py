@@ -7,6 +7,8 @@ vector must also agree to a relative error below 1e-6.
 """
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from initlab.activations import ACTIVATIONS
 from initlab.errors import EngineError
@@ -229,6 +231,16 @@ def test_batchnorm_output_is_invariant_to_scaling_the_incoming_weights(scale):
         ref = BatchNorm(4, np.float64, eps=eps).forward(Linear(W, b).forward(x), train=True)
         out = BatchNorm(4, np.float64, eps=eps).forward(Linear(W * scale, b * scale).forward(x), train=True)
         np.testing.assert_allclose(out, ref, rtol=0, atol=tol)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(min_value=1e-4, max_value=1e4), st.integers(0, 2**32 - 1))
+def test_batchnorm_scale_invariance_for_any_positive_factor(scale, seed):
+    rng = np.random.default_rng(seed)
+    W, x = rng.standard_normal((5, 3)), rng.standard_normal((12, 5))
+    ref = BatchNorm(3, np.float64, eps=1e-30).forward(x @ W, train=True)
+    out = BatchNorm(3, np.float64, eps=1e-30).forward(Linear(W * scale).forward(x), train=True)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-9)  # eps ≪ scale²·Var: only rounding is left
 
 
 def test_layernorm_is_per_example_and_the_same_in_evaluation():
