@@ -72,12 +72,17 @@ def _error(msg: str, debug: bool) -> None:
 
 
 def _install_sigterm():
-    """SIGTERM behaves like Ctrl-C: the run stops, says 'interrupted' and exits 130."""
+    """SIGINT and SIGTERM both stop a run as Ctrl-C does: it says 'interrupted' and exits 130.
+
+    SIGINT is set explicitly because a shell starts background jobs (``initlab run … &``) with
+    SIGINT ignored, and ``kill -INT`` must still stop them.
+    """
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not in the main thread (e.g. a test harness)
         pass
@@ -92,8 +97,12 @@ def load(config_path, sets=(), seed=None):
     from initlab.config import load_config
     from initlab.errors import ConfigError, EngineError
 
+    from initlab.experiment import check_memory
+
     try:
-        return load_config(config_path, overrides=sets, seed=seed)
+        cfg = load_config(config_path, overrides=sets, seed=seed)
+        check_memory(cfg)  # before anything is allocated: exit 2, not a MemoryError halfway
+        return cfg
     except (ConfigError, EngineError) as e:
         raise _config_error(e) from None
 
@@ -126,7 +135,7 @@ config_argument = click.argument("config", required=False, type=click.Path(dir_o
 set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                           help="Override a config key (dotted path; value parsed as YAML). Repeatable.")
 seed_option = click.option("--seed", type=click.IntRange(min=0), default=None, help="Override the seed (integer ≥ 0).")
-out_option = click.option("--out", type=click.Path(file_okay=False), default="outputs", show_default=True,
+out_option = click.option("--out", type=click.Path(), default="outputs", show_default=True,
                           help="Output root; runs go to OUT/NAME/TIMESTAMP/.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout and nothing else.")
 

@@ -33,9 +33,11 @@ def make_unique_dir(parent: Path, stem: str) -> Path:
     parent = Path(parent)
     try:
         parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise OutputError(f"{parent}: exists and is not a directory") from None
     except OSError as e:
+        # Name the path that is in the way (the output root itself, usually), not its child.
+        blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise OutputError(f"{blocker}: exists and is not a directory") from None
         raise _oserror(e, parent) from None
     for k in range(10_000):
         path = parent / (stem if k == 0 else f"{stem}-{k}")

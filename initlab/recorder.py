@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from initlab.clipping import grad_norm
 from initlab.layers import BatchNorm
 
 # Arrays stored per snapshot, each of shape (n_layers,) or (n_layers, bins[+1]).
@@ -90,7 +91,7 @@ class Recorder:
                  for b in model.blocks if isinstance(b.norm, BatchNorm)]
         out = model.forward(self.probe_x, train=True)
         self.loss.forward(out, self.probe_y)
-        model.backward(self.loss.backward())
+        model.backward(self.loss.backward(), input_grad=False)
         for norm, mean, var in saved:
             norm.running_mean[...] = mean
             norm.running_var[...] = var
@@ -105,7 +106,7 @@ class Recorder:
         d["dead_frac"] = _fraction(act.dead, acts)
         d["preact_counts"], d["preact_edges"] = _histograms(pre, self.bins, None)
         d["preact_mean"], d["preact_std"] = _moments(pre)
-        d["grad_norm"] = np.array([np.sqrt(np.vdot(b.linear.W.grad, b.linear.W.grad).astype(np.float64)) for b in model.blocks])
+        d["grad_norm"] = np.array([grad_norm([b.linear.W]) for b in model.blocks])
         # Mean over examples of the spread across a layer's units: 0 means every unit is the same unit.
         d["unit_std"] = np.array([a.std(axis=1, dtype=np.float64).mean() for a in acts])
         snap = Snapshot(step, d)

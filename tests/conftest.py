@@ -15,6 +15,15 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.delenv("INITLAB_DEBUG", raising=False)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_blas_thread():
+    """Small matrix products: one BLAS thread is as fast and far steadier on a shared 2-core machine."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 @pytest.fixture
 def configs_dir() -> Path:
     return CONFIGS

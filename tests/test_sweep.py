@@ -1,0 +1,405 @@
+"""`initlab sweep`: grid building, bad input, the sweep directory, failures, resume, figures."""
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+import initlab
+from initlab.cli import cli
+from initlab.errors import ConfigError
+from initlab.output import read_history
+from initlab.sweep import command_axes, make_plan, parse_list, read_manifest, split_list
+
+# A few milliseconds per point: 2 hidden layers of 8 units on 200 teacher-labelled samples.
+TINY = {
+    "name": "tiny",
+    "data": {"kind": "teacher", "samples": 200, "features": 10, "classes": 3, "eval_samples": 100},
+    "model": {"depth": 2, "width": 8, "activation": "relu"},
+    "optimizer": {"lr": 0.1},
+    "train": {"steps": 20, "batch_size": 20, "eval_every": 10},
+    "record": {"samples": 100},
+}
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def invoke(runner, *args):
+    return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def finals(result):
+    return [(p["index"], p["status"], p["final"]) for p in result.points]
+
+
+# ---------------------------------------------------------------- lists and axes
+
+
+@pytest.mark.parametrize("text, parts", [
+    ("1,0.01", ["1", "0.01"]),
+    ("[0,1],[0,2]", ["[0,1]", "[0,2]"]),
+    ("{scheme: normal, std: 1},{scheme: he_normal}", ["{scheme: normal, std: 1}", "{scheme: he_normal}"]),
+    ("'a,b',c", ["'a,b'", "c"]),
+    (" relu , tanh ", ["relu", "tanh"]),
+])
+def test_split_list_on_top_level_commas(text, parts):
+    assert split_list(text) == parts
+
+
+@given(st.lists(st.one_of(st.integers(-1000, 1000), st.lists(st.integers(0, 9), max_size=3)), min_size=1, max_size=6))
+def test_split_then_parse_gives_the_values_back(values):
+    text = ",".join(json.dumps(v).replace(" ", "") for v in values)
+    if len({json.dumps(v) for v in values}) < len(values):
+        with pytest.raises(ConfigError, match="given twice"):
+            parse_list(text, "--set x")
+    else:
+        assert parse_list(text, "--set x") == values
+
+
+def test_values_are_yaml_scalars():
+    assert parse_list("1,0.01,1e-4,true,null,relu", "--set k") == [1, 0.01, 1e-4, True, None, "relu"]
+
+
+@pytest.mark.parametrize("text, kind, message", [
+    ("1,,0.01", "number", "empty value"),
+    ("1,0.01,", "number", "empty value"),
+    ("", "number", "empty list"),
+    ("abc", "number", "'abc' is not a number"),
+    ("true", "number", "is not a number"),
+    ("5,1.5", "int", "'1.5' is not an integer"),
+    ("1,1", None, "given twice"),
+])
+def test_malformed_lists_are_refused(text, kind, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_list(text, "--std", kind)
+
+
+def test_std_means_the_textbooks_randn_times_std():
+    (axis,) = command_axes(std="1,0.01")
+    assert axis.key == "init" and axis.values == [{"scheme": "normal", "std": 1}, {"scheme": "normal", "std": 0.01}]
+
+
+def test_init_clears_an_inherited_std_for_schemes_with_their_own_scale():
+    (axis,) = command_axes(init="he_normal,uniform")
+    assert axis.values == [{"scheme": "he_normal", "std": None}, {"scheme": "uniform"}]
+    plan = make_plan({"init": {"scheme": "normal", "std": 0.5}}, [axis])
+    assert [p.config.init.std for p in plan.points] == [None, 0.5]
+
+
+def test_init_and_std_together_sweep_both():
+    axes = command_axes(init="normal,truncated_normal", std="1,0.1")
+    assert [a.key for a in axes] == ["init", "init.std"]
+    plan = make_plan(None, axes)
+    assert [(p.config.init.scheme, p.config.init.std) for p in plan.points] == [
+        ("normal", 1), ("normal", 0.1), ("truncated_normal", 1), ("truncated_normal", 0.1)]
+
+
+# ---------------------------------------------------------------- the grid
+
+
+def test_grid_is_the_product_of_config_and_command_line_axes():
+    raw = dict(TINY, sweep={"model.batchnorm": [False, True]})
+    plan = make_plan(raw, command_axes(activation="relu,tanh", depth="2,3"))
+    assert len(plan.points) == 8
+    first, last = plan.points[0], plan.points[-1]
+    assert first.overrides == {"model.batchnorm": False, "model.activation": "relu", "model.depth": 2}
+    assert (last.config.model.batchnorm, last.config.model.activation, last.config.model.depth) == (True, "tanh", 3)
+    assert first.run_dir == "runs/0-no-batchnorm_relu_depth2"
+    assert last.label == "batchnorm=true, activation=tanh, depth=3"
+
+
+def test_a_mapping_value_merges_into_its_section():
+    raw = dict(TINY, init={"scheme": "normal", "std": 0.01, "bias_std": 0.1},
+               sweep={"init": [{"scheme": "normal", "std": 1.0}, {"scheme": "he_normal", "std": None}]})
+    plan = make_plan(raw)
+    assert [(p.config.init.scheme, p.config.init.std, p.config.init.bias_std) for p in plan.points] == [
+        ("normal", 1.0, 0.1), ("he_normal", None, 0.1)]
+    assert plan.points[0].overrides == {"init.scheme": "normal", "init.std": 1.0}
+
+
+def test_command_line_axes_replace_config_axes_on_the_same_keys():
+    raw = dict(TINY, sweep={"init": [{"scheme": "he_normal"}, {"scheme": "lecun_normal"}], "model.depth": [2, 3]})
+    plan = make_plan(raw, command_axes(std="1,0.1"))
+    assert [a.key for a in plan.axes] == ["model.depth", "init"]
+    assert len(plan.points) == 4
+
+
+def test_one_value_is_an_override_not_an_axis():
+    plan = make_plan(TINY, command_axes(std="0.5", activation="relu,tanh"))
+    assert [a.key for a in plan.axes] == ["model.activation"]
+    assert all(p.config.init.std == 0.5 for p in plan.points)
+    assert plan.points[0].overrides == {"model.activation": "relu"}
+
+
+def test_every_point_keeps_the_base_seed_and_seeds_adds_repetitions():
+    plan = make_plan(TINY, command_axes(activation="relu,tanh"), seed=7)
+    assert [p.config.seed for p in plan.points] == [7, 7]
+    plan = make_plan(TINY, command_axes(activation="relu,tanh"), seed=7, seeds=3)
+    assert [p.config.seed for p in plan.points] == [7, 8, 9, 7, 8, 9]
+    assert plan.points[1].label == "activation=relu, seed=8"
+
+
+def test_the_plan_round_trips_through_sweep_yaml(tmp_path):
+    plan = make_plan(TINY, command_axes(std="1,0.1", sets=["model.batchnorm=false,true"]), seeds=2)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(plan.sweep_yaml())
+    again = make_plan(path)
+    assert again.hash == plan.hash and [p.run_dir for p in again.points] == [p.run_dir for p in plan.points]
+
+
+@pytest.mark.parametrize("axes, message", [
+    (dict(sets=["model.dept=2,3"]), r"point 0 \(model.dept=2\): model.dept: unknown key 'dept' \(did you mean 'depth'\?\)"),
+    (dict(init="he_nomal,xavier_normal"), "did you mean 'he_normal'"),
+    (dict(init="he_normal", std="1,2"), "computes its own scale"),
+    (dict(depth="2,0"), r"point 1 \(model.depth=0\)"),
+    (dict(sets=["name=a,b"]), "points 0 and 1 are the same experiment"),
+    (dict(depth="2,3", sets=["model.depth=4,5"]), "the same key is set twice"),
+    (dict(sets=["sweep.x=1,2"]), "cannot be swept"),
+    (dict(sets=["model..depth=1,2"]), "not a dotted key path"),
+])
+def test_bad_points_are_refused_before_anything_runs(axes, message):
+    with pytest.raises(ConfigError, match=message):
+        make_plan(TINY, command_axes(**axes))
+
+
+# ---------------------------------------------------------------- bad input on the command line
+
+
+@pytest.mark.parametrize("args", [
+    ["--std", "1,,0.01"],
+    ["--std", "abc"],
+    ["--std", ""],
+    ["--workers", "0"],
+    ["--seeds", "0"],
+    ["--set", "model.dept=2,3"],
+    ["--set", "model.depth"],
+    ["--init", "he_nomal,he_normal"],
+    ["--resume", "nowhere"],
+    ["--resume", "."],
+    ["nope.yaml", "--std", "1,2"],
+])
+def test_usage_errors_print_one_line_exit_2_and_start_nothing(runner, args):
+    res = invoke(runner, "sweep", *args)
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+    assert "Traceback" not in res.stderr
+    assert not Path("outputs").exists()
+
+
+def test_missing_dask_names_the_extra(runner, tiny_yaml, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import fails as if it were not installed
+    res = invoke(runner, "sweep", tiny_yaml, "--std", "1,0.1", "--scheduler", "tcp://127.0.0.1:8786")
+    assert res.exit_code == 2
+    assert res.stderr.strip() == "Error: --scheduler needs the optional extra: pip install 'initlab[distributed]'"
+    assert not Path("outputs").exists()
+
+
+# ---------------------------------------------------------------- a sweep end to end
+
+
+def test_sweep_writes_the_contracted_directory(runner, tiny_yaml):
+    res = invoke(runner, "sweep", tiny_yaml, "--std", "1,0.1", "--activation", "relu,tanh", "--workers", "2", "--json")
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert set(out) == {"sweep_dir", "counts", "points"}
+    assert out["counts"]["completed"] == 4 and sum(out["counts"].values()) == 4
+    d = Path(out["sweep_dir"])
+    assert d.parent == Path("outputs/tiny") and d.name.startswith("sweep-")
+    for name in ("manifest.json", "summary.csv", "summary.json", "sweep.png", "sweep.yaml"):
+        assert (d / name).is_file(), name
+    manifest = read_manifest(d)
+    assert set(manifest) >= {"config_hash", "created", "points"}
+    for mp in manifest["points"]:
+        assert set(mp) >= {"index", "overrides", "seed", "status", "run_dir", "started", "finished", "error"}
+        assert mp["status"] == "completed" and mp["error"] is None and mp["duration_s"] > 0
+    rows = json.loads((d / "summary.json").read_text())
+    assert rows == out["points"]
+    assert [r["run_dir"] for r in rows] == ["runs/0-std1_relu", "runs/1-std1_tanh", "runs/2-std0.1_relu", "runs/3-std0.1_tanh"]
+    row = rows[2]
+    assert row["overrides"] == {"init.scheme": "normal", "init.std": 0.1, "model.activation": "relu"}
+    assert set(row["final"]) >= {"train_loss", "train_acc", "eval_loss", "eval_acc"}
+    assert len(row["init_std"]) == 2 and row["seed"] == 0 and row["status"] == "completed"
+    header = (d / "summary.csv").read_text().splitlines()[0].split(",")
+    assert header[:6] == ["index", "status", "seed", "init.scheme", "init.std", "model.activation"]
+    assert {"final.train_loss", "init_std.1", "init_std.2", "run_dir"} <= set(header)
+    # the points' folders are ordinary run directories: `initlab run` on their config reproduces them
+    run = d / row["run_dir"]
+    for name in ("config.yaml", "metrics.json", "history.csv", "activations.npz"):
+        assert (run / name).is_file(), name
+    again = initlab.run(run / "config.yaml")
+    assert again.metrics["final"] == row["final"]
+
+
+def test_results_do_not_depend_on_the_worker_count(tmp_path):
+    axes = {"init": [{"scheme": "normal", "std": s} for s in (1.0, 0.3, 0.1)], "model.activation": ["relu", "tanh"]}
+    one = initlab.sweep(TINY, axes, out=tmp_path / "a", workers=1)
+    two = initlab.sweep(TINY, axes, out=tmp_path / "b", workers=2)
+    assert finals(one) == finals(two)
+
+
+def test_library_api(tmp_path):
+    import initlab.sweep  # noqa: F401  (the module shadows the lazy attribute: it must stay callable)
+
+    res = initlab.sweep(TINY, {"model.depth": [2, 3]}, out=tmp_path, workers=1)
+    assert res.counts["completed"] == 2 and res.exit_code() == 0 and res.stopped_by is None
+    assert res.sweep_dir.is_dir() and len(res.points) == 2
+    assert "completed" in repr(res)
+
+
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("INITLAB_DATA_DIR", str(tmp_path / "no-data"))  # MNIST is missing: that point fails
+    raw = {k: v for k, v in TINY.items() if k != "data"}
+    raw["data"] = {"samples": 200, "eval_samples": 100}
+    Path("c.yaml").write_text(yaml.safe_dump(raw))
+    res = invoke(runner, "sweep", "c.yaml", "--set", "data.kind=mnist,teacher", "--workers", "2")
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines()[-1].startswith("Error: 1 point(s) failed; first: runs/0-mnist: MNIST file missing")
+    d = next(Path("outputs/c").iterdir())
+    manifest = read_manifest(d)
+    assert [p["status"] for p in manifest["points"]] == ["failed", "completed"]
+    assert "MNIST file missing" in manifest["points"][0]["error"]
+    rows = json.loads((d / "summary.json").read_text())
+    assert rows[0]["status"] == "failed" and "MNIST" in rows[0]["error"]
+
+
+def test_fail_fast_stops_at_the_first_failure(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("INITLAB_DATA_DIR", str(tmp_path / "no-data"))
+    raw = {k: v for k, v in TINY.items() if k != "data"}
+    raw["data"] = {"samples": 200, "eval_samples": 100}
+    Path("c.yaml").write_text(yaml.safe_dump(raw))
+    res = invoke(runner, "sweep", "c.yaml", "--set", "data.kind=mnist,teacher,gaussian", "--workers", "1",
+                 "--fail-fast", "--json")
+    assert res.exit_code == 1
+    out = json.loads(res.stdout)
+    assert [p["status"] for p in out["points"]] == ["failed", "interrupted", "interrupted"]
+    manifest = read_manifest(out["sweep_dir"])
+    assert "--fail-fast" in manifest["points"][2]["exit_reason"]
+    res = invoke(runner, "sweep", "--resume", out["sweep_dir"], "--json")  # still failing, the rest runs
+    assert [p["status"] for p in json.loads(res.stdout)["points"]] == ["failed", "completed", "completed"]
+
+
+def test_a_diverged_point_is_a_result_not_a_failure(runner):
+    exploding = {"data": {"kind": "regression"}, "model": {"depth": 10, "width": 10, "activation": "relu"},
+                 "init": {"scheme": "normal", "std": 10.0}, "optimizer": {"lr": 0.1}, "train": {"steps": 5}}
+    Path("e.yaml").write_text(yaml.safe_dump(exploding))
+    res = invoke(runner, "sweep", "e.yaml", "--set", "train.clip_norm=null,10", "--workers", "2", "--json")
+    assert res.exit_code == 0
+    out = json.loads(res.stdout)
+    assert [p["status"] for p in out["points"]] == ["diverged", "completed"]
+    assert read_manifest(out["sweep_dir"])["points"][0]["exit_reason"] == "the loss became non-finite at step 2"
+    res = invoke(runner, "sweep", "e.yaml", "--set", "train.clip_norm=null,10", "--fail-on-diverge")
+    assert res.exit_code == 3
+
+
+# ---------------------------------------------------------------- resume
+
+
+def test_resume_trusts_metrics_json_over_the_manifest(tmp_path):
+    """What kill -9 leaves behind: a manifest saying 'running' for a point that finished, and partial folders."""
+    from initlab.output import write_json
+
+    res = initlab.sweep(TINY, {"model.depth": [2, 3, 4]}, out=tmp_path, workers=1)
+    d = res.sweep_dir
+    manifest = read_manifest(d)
+    manifest["points"][0]["status"] = "running"  # finished, but the parent died before recording it
+    manifest["points"][1]["status"] = "running"  # died mid-run: only a partial folder
+    manifest["points"][2]["status"] = "completed"  # said completed, but its folder was lost
+    write_json(d / "manifest.json", manifest)
+    runs = [d / p["run_dir"] for p in manifest["points"]]
+    (runs[1] / "metrics.json").unlink()
+    import shutil
+
+    shutil.rmtree(runs[2])
+    kept = (runs[0] / "metrics.json").stat().st_mtime_ns
+    again = initlab.sweep(resume=d, workers=1)
+    assert again.counts["completed"] == 3 and again.sweep_dir == d
+    assert (runs[0] / "metrics.json").stat().st_mtime_ns == kept  # not re-run
+    assert finals(again) == finals(res)
+    assert len(manifest["points"]) == len(list((d / "runs").iterdir()))
+    assert len(read_manifest(d)["invocations"]) == 2
+
+
+def test_resume_of_a_finished_sweep_runs_nothing_and_rewrites_the_summary(runner, tiny_yaml):
+    out = json.loads(invoke(runner, "sweep", tiny_yaml, "--depth", "2,3", "--json").stdout)
+    d = Path(out["sweep_dir"])
+    (d / "summary.csv").unlink()
+    res = invoke(runner, "sweep", "--resume", d, "--json")
+    assert res.exit_code == 0 and (d / "summary.csv").is_file()
+    assert json.loads(res.stdout)["points"] == out["points"]
+
+
+def test_resume_with_the_same_arguments_is_accepted_and_a_different_config_refused(runner, tiny_yaml):
+    out = json.loads(invoke(runner, "sweep", tiny_yaml, "--depth", "2,3", "--json").stdout)
+    assert invoke(runner, "sweep", tiny_yaml, "--depth", "2,3", "--resume", out["sweep_dir"]).exit_code == 0
+    res = invoke(runner, "sweep", tiny_yaml, "--depth", "2,4", "--resume", out["sweep_dir"])
+    assert res.exit_code == 2 and "belongs to a different config" in res.stderr
+    res = invoke(runner, "sweep", tiny_yaml, "--depth", "2,3", "--seed", "1", "--resume", out["sweep_dir"])
+    assert res.exit_code == 2
+
+
+# ---------------------------------------------------------------- figures
+
+
+def test_forward_only_sweep_draws_histogram_rows_and_plot_redraws_it(runner):
+    from PIL import Image
+
+    out = json.loads(invoke(runner, "sweep", "--std", "1,0.01", "--set", "data.samples=200", "--json").stdout)
+    png = Path(out["sweep_dir"]) / "sweep.png"
+    w, h = Image.open(png).size
+    assert h > 250 and w > 2.5 * h  # two rows (points) of five panels (layers)
+    png.unlink()
+    res = invoke(runner, "plot", out["sweep_dir"])
+    assert res.exit_code == 0 and png.is_file()
+
+
+def test_training_sweep_overlays_the_loss_curves(tmp_path):
+    from initlab.sweep_plot import plot_sweep
+
+    res = initlab.sweep(TINY, {"model.activation": ["relu", "tanh", "sigmoid"]}, out=tmp_path, workers=2)
+    png = res.sweep_dir / "sweep.png"
+    assert png.is_file()
+    assert plot_sweep(res.sweep_dir) == [png]
+    for p in res.points:
+        assert len(read_history(res.sweep_dir / p["run_dir"] / "history.csv")["step"]) == 20
+
+
+def test_one_axis_by_a_boolean_axis_draws_small_multiples(tmp_path):
+    from PIL import Image
+
+    axes = {"init.std": [1.0, 0.3, 0.1, 0.03], "model.batchnorm": [False, True]}
+    res = initlab.sweep(dict(TINY, init={"scheme": "normal"}), axes, out=tmp_path, workers=2)
+    w, h = Image.open(res.sweep_dir / "sweep.png").size
+    assert 0.7 < w / h < 1.3  # 2 × 2 panels, not the 2 × 2 overview of a training sweep (wider than tall)
+    assert res.counts["completed"] + res.counts["diverged"] == 8
+
+
+def test_per_point_figures_on_request(tmp_path):
+    res = initlab.sweep(TINY, {"model.depth": [2, 3]}, out=tmp_path, workers=1, figures=True)
+    run = res.sweep_dir / res.points[0]["run_dir"]
+    assert (run / "activations.png").is_file() and (run / "loss.png").is_file()
+    res = initlab.sweep(TINY, {"model.depth": [2, 3]}, out=tmp_path, workers=1)
+    assert not list((res.sweep_dir / res.points[0]["run_dir"]).glob("*.png"))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux CPU affinity")
+def test_default_worker_count_is_the_number_of_usable_cores():
+    from initlab.sweep import LocalBackend
+
+    assert LocalBackend().size == len(os.sched_getaffinity(0))
