@@ -185,7 +185,7 @@ def run(config, sets, seed, out, as_json, quiet, fail_on_diverge):
     metrics = dict(result.metrics, run_dir=result.run_dir)
     if as_json:
         _emit_json(metrics)
-    else:
+    elif result.status != "failed":  # a failure is said once, in the Error: line
         _say(quiet, f"{result.run_dir}: {_summary_line(metrics)}")
     if result.status == "failed":
         raise Failure(f"run failed: {result.error} (see {result.run_dir}/metrics.json)", EXIT_FAILED)

@@ -254,7 +254,9 @@ def _suggest_key(loc: tuple, bad: str) -> str:
 
 
 def _format_error(err: ValidationError) -> str:
-    e = err.errors()[0]
+    # The deepest error first: for a union such as width (int or list of ints), the list member's
+    # "item 1: not an integer" says more than the int member's "not an integer (got a list)".
+    e = max(err.errors(), key=lambda x: len(x["loc"]))
     # pydantic puts union members in the location (e.g. "int", "list[int]"): keep only keys.
     if e["type"] == "extra_forbidden":
         loc = e["loc"]
@@ -264,8 +266,10 @@ def _format_error(err: ValidationError) -> str:
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] in ("model_type", "dict_type"):
         msg = f"must be a mapping, got {type(e.get('input')).__name__}"
-    elif e["type"] != "value_error" and not isinstance(e.get("input"), (dict, list)):
-        msg = f"{msg[0].lower()}{msg[1:]} (got {_short(repr(e.get('input')))})"
+    elif e["type"] != "value_error":
+        given = e.get("input")
+        got = {dict: "a mapping", list: "a list"}.get(type(given)) or _short(repr(given))
+        msg = f"{msg[0].lower()}{msg[1:]} (got {got})"
     # A section-level check names its own key ("features: ..."): attach it to the section.
     m = re.match(r"^([a-z_]+): (.*)$", msg)
     if m and m.group(1) in _KNOWN_KEYS:

@@ -117,6 +117,8 @@ def _fmt(x) -> str:
 
 def write_history(path, history: dict, columns=HISTORY_COLUMNS) -> None:
     """One row per step; empty cells where a column was not measured (or not finite)."""
+    if "step" not in history:  # stopped before training began: the header alone
+        history = {c: () for c in columns}
     cols = [c for c in columns if c in history]
     buf = io.StringIO()
     buf.write(",".join(cols) + "\n")

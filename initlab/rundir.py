@@ -54,7 +54,10 @@ class RunWriter:
             raise
 
     def _figures(self, result) -> None:
-        """Draw the PNGs; a figure is not worth losing the numbers for, and its warnings go to metrics."""
+        """Draw the PNGs. A figure that cannot be drawn is a warning in metrics (not worth losing the
+        numbers for); one that cannot be *saved* (disk full, permissions) fails the run like any file."""
+        from initlab.output import OutputError
+
         notes = []
         try:
             from initlab.plotting import plot_run
@@ -63,6 +66,8 @@ class RunWriter:
                 warnings.simplefilter("always")
                 plot_run(self.path, result.metrics, self.cfg)
             notes.extend(dict.fromkeys(f"figures: {w.category.__name__}: {w.message}" for w in caught))
+        except OutputError:
+            raise
         except Exception as e:
             notes.append(f"figures: {type(e).__name__}: {e}")
         if notes:

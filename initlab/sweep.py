@@ -42,6 +42,7 @@ DONE = ("completed", "diverged")
 STATUSES = ("pending", "running", "completed", "diverged", "failed", "interrupted")
 MAX_POINTS = 100_000
 GRACE_S = 10.0  # how long interrupted workers get to save their partial run directory
+DASK_CONNECT_TIMEOUT = "10s"
 MANIFEST_EVERY_S = 0.25  # manifest.json is rewritten at most this often (and always at the end)
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -540,6 +541,12 @@ def run_point(task: dict) -> dict:
                 result = run(cfg)
         else:
             result = run(cfg)
+        if not result.history and cfg.train.steps > 0:  # failed before the first step: an empty history.csv
+            import numpy as np
+
+            from initlab.output import HISTORY_COLUMNS
+
+            result.history = {c: np.zeros(0, dtype=np.int64 if c == "step" else float) for c in HISTORY_COLUMNS}
         RunWriter(path, cfg).write(result, figures=bool(task.get("figures")))
         steps = result.metrics.get("steps_done", 0)
         outcome.update(status=result.status, error=result.error, steps_done=steps)
@@ -605,7 +612,7 @@ def _worker_main(conn, parent_pid: int) -> None:
                 outcome = run_point(task)
             except KeyboardInterrupt:
                 outcome = {"index": task["index"], "status": "interrupted", "error": None,
-                           "exit_reason": "interrupted while saving its results", "steps_done": 0}
+                           "exit_reason": "interrupted by a signal before its results were saved", "steps_done": 0}
             conn.send(outcome)
             if _worker_stopping:
                 return
@@ -620,6 +627,10 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class WorkerStartError(InitlabError):
+    """Worker processes die before running anything (e.g. the parent's ``__main__`` cannot be re-imported)."""
+
+
 class _Worker:
     def __init__(self, ctx):
         self.conn, child = ctx.Pipe()
@@ -627,6 +638,7 @@ class _Worker:
         self.proc.start()
         child.close()
         self.task: Optional[int] = None
+        self.done = 0
 
 
 class LocalBackend:
@@ -642,6 +654,8 @@ class LocalBackend:
         self.ctx = mp.get_context("spawn")
         self.workers: list[_Worker] = []
         self.describe = f"{self.size} local worker process{'es' if self.size != 1 else ''}"
+        self.answered = 0  # outcomes received: once one worker has worked, a death is that point's problem
+        self.start_failures = 0
 
     def start(self, n_tasks: int) -> None:
         while len(self.workers) < min(self.size, n_tasks):
@@ -652,6 +666,9 @@ class LocalBackend:
 
     def busy(self) -> int:
         return sum(w.task is not None for w in self.workers)
+
+    def running(self) -> set:
+        return {w.task for w in self.workers if w.task is not None}
 
     def submit(self, task: dict) -> str:
         for attempt in range(3):
@@ -694,6 +711,8 @@ class LocalBackend:
             if w.conn.poll():
                 outcome = w.conn.recv()
                 w.task = None
+                w.done += 1
+                self.answered += 1
                 return outcome
         except Exception:  # EOF or a truncated message: the worker died, perhaps mid-send
             pass
@@ -702,6 +721,12 @@ class LocalBackend:
         self._drop(w)
         if reason:
             return {"index": index, "status": "interrupted", "error": None, "exit_reason": reason}
+        if not w.done and not self.answered and code is not None and code > 0:
+            self.start_failures += 1
+            if self.start_failures >= 2:
+                raise WorkerStartError(
+                    f"worker processes exit (code {code}) before running any point; their error is printed above. "
+                    "A script that calls initlab.sweep() must be importable: a file with `if __name__ == '__main__':`")
         why = f"signal {-code} ({signal.Signals(-code).name})" if code is not None and code < 0 else f"exit code {code}"
         msg = f"the worker process died ({why}) while running this point"
         return {"index": index, "status": "failed", "error": msg, "exit_reason": msg}
@@ -757,7 +782,7 @@ class DaskBackend:
             raise ConfigError("--scheduler needs the optional extra: pip install 'initlab[distributed]'") from None
         self.distributed = distributed
         try:
-            self.client = distributed.Client(address, timeout="10s", set_as_default=False)
+            self.client = distributed.Client(address, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
         except Exception as e:
             raise ConfigError(f"--scheduler {address}: cannot connect ({type(e).__name__}: {e})") from None
         self.limit = workers
@@ -779,6 +804,9 @@ class DaskBackend:
 
     def busy(self) -> int:
         return len(self.inflight)
+
+    def running(self) -> set:
+        return set(self.inflight.values())
 
     def submit(self, task: dict) -> str:
         import uuid
@@ -837,7 +865,8 @@ class SweepResult:
     sweep_dir: Path
     counts: dict
     points: list = field(default_factory=list)  # the rows of summary.json
-    stopped_by: Optional[str] = None  # "SIGINT", "SIGTERM" or "--fail-fast"
+    stopped_by: Optional[str] = None  # "SIGINT", "SIGTERM", "--fail-fast" or "error"
+    error: Optional[str] = None  # why the sweep itself stopped (stopped_by "error")
 
     @property
     def interrupted(self) -> bool:
@@ -933,7 +962,16 @@ def sweep(config=None, axes=None, *, overrides=(), seed=None, seeds=None, out="o
             lock.release()
     rows = write_summary(sweep_dir, manifest)
     _draw(sweep_dir, log)
-    return SweepResult(sweep_dir, _counts(manifest), rows, stopped_by)
+    return SweepResult(sweep_dir, _counts(manifest), rows, stopped_by, runner.error)
+
+
+def _import_plotting() -> None:
+    try:
+        import initlab.sweep_plot  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+    except Exception:  # the real import, when drawing, reports any problem
+        pass
 
 
 def _counts(manifest: dict) -> dict:
@@ -962,6 +1000,7 @@ class _Runner:
         self.fail_fast, self.figures, self.log = fail_fast, figures, log
         self.progress = progress
         self.stop: Optional[str] = None
+        self.error: Optional[str] = None
         self.force = False
         self.last_write = 0.0
         self.bar = None
@@ -1004,6 +1043,8 @@ class _Runner:
             self._close_bar()
         c = _counts(m)
         m["state"] = "interrupted" if self.stop else ("failed" if c["failed"] else "completed")
+        if self.error:
+            m["error"] = self.error
         m["invocations"][-1].update(finished=_now(), stopped_by=self.stop)
         self._save(force=True)
         return self.stop
@@ -1012,11 +1053,25 @@ class _Runner:
         points = self.manifest["points"]
         if queue:
             self.backend.start(len(queue))
+        warm = None
         while (queue or self.backend.busy()) and self.stop is None:
             while queue and self.backend.idle() > 0 and self.stop is None:
                 index = queue.popleft()
                 self._start(index)
-            for outcome in self.backend.poll(0.2):
+            if not queue and warm is None:
+                # Every point is out: a core frees up as the last ones finish. Import matplotlib now, in
+                # the background, so that drawing sweep.png at the end does not wait for it.
+                warm = threading.Thread(target=_import_plotting, daemon=True)
+                warm.start()
+            try:
+                outcomes = self.backend.poll(0.2)
+            except WorkerStartError as e:
+                self.stop, self.error = "error", str(e)
+                busy = self.backend.running()
+                lost = [i for i, mp in enumerate(points) if mp["status"] == "running" and i not in busy]
+                queue.extendleft(sorted(lost, reverse=True))
+                break
+            for outcome in outcomes:
                 self._finish(outcome)
                 if self.fail_fast and outcome["status"] == "failed" and self.stop is None:
                     self.stop = "--fail-fast"
@@ -1025,13 +1080,16 @@ class _Runner:
             return
         if self.stop == "--fail-fast":
             reason = f"stopped by --fail-fast (point {self.fail_index} failed)"
+        elif self.stop == "error":
+            reason = "stopped: the worker processes could not start"
         else:
             reason = f"interrupted by {self.stop}"
         self.log(f"{reason}: stopping {self.backend.busy()} running point(s)…" if self.backend.busy() else reason)
         for outcome in self.backend.interrupt(f"{reason} while running", GRACE_S, lambda: self.force):
             self._finish(outcome)
         for index in queue:
-            points[index].update(status="interrupted", exit_reason=f"{reason} before it started")
+            points[index].update(status="interrupted", exit_reason=f"{reason} before it started",
+                                 started=None, worker=None)
         self._save(force=True)
 
     def _start(self, index: int) -> None:

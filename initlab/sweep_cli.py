@@ -70,6 +70,8 @@ def sweep(config, std, init_, activation, depth, sets, seed, seeds, workers, out
         if result.stopped_by in ("SIGINT", "SIGTERM"):
             say(f"interrupted; `initlab sweep --resume {result.sweep_dir}` runs the rest")
     code = result.exit_code(fail_on_diverge)
+    if result.error:
+        raise Failure(f"{result.error} (sweep directory: {result.sweep_dir})")
     if code == 1 and not as_json:
         failed = [p for p in result.points if p["status"] == "failed"]
         if failed:

@@ -168,3 +168,19 @@ def test_registry_listing_matches_what_configs_accept():
     regs = registries()
     assert regs["init schemes"] == list(INIT_SCHEMES)
     assert sorted(regs["data kinds"]) == sorted(DATA_KINDS)
+
+
+def test_data_mnist_unreachable_mirror_is_one_error_line(runner, monkeypatch, tmp_path):
+    monkeypatch.setenv("INITLAB_DATA_DIR", str(tmp_path / "data"))
+    res = invoke(runner, "data", "mnist", "--url", "http://127.0.0.1:9/")
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "127.0.0.1" in lines[0]
+    assert not list((tmp_path / "data").rglob("*.gz"))
+
+
+def test_missing_mnist_names_the_fixing_command(runner, monkeypatch, tmp_path):
+    monkeypatch.setenv("INITLAB_DATA_DIR", str(tmp_path / "empty"))
+    res = invoke(runner, "run", "--set", "data.kind=mnist", "--set", "model.width=10")
+    assert res.exit_code == 1
+    assert "initlab data mnist" in res.stderr and res.stderr.startswith("Error:")

@@ -271,7 +271,7 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(runner, tmp_path, mon
     res = invoke(runner, "sweep", "c.yaml", "--set", "data.kind=mnist,teacher", "--workers", "2")
     assert res.exit_code == 1
     assert res.stderr.strip().splitlines()[-1].startswith("Error: 1 point(s) failed; first: runs/0-mnist: MNIST file missing")
-    d = next(Path("outputs/c").iterdir())
+    d = next(Path("outputs").glob("*/sweep-*"))
     manifest = read_manifest(d)
     assert [p["status"] for p in manifest["points"]] == ["failed", "completed"]
     assert "MNIST file missing" in manifest["points"][0]["error"]
@@ -363,7 +363,7 @@ def test_forward_only_sweep_draws_histogram_rows_and_plot_redraws_it(runner):
     out = json.loads(invoke(runner, "sweep", "--std", "1,0.01", "--set", "data.samples=200", "--json").stdout)
     png = Path(out["sweep_dir"]) / "sweep.png"
     w, h = Image.open(png).size
-    assert h > 250 and w > 2.5 * h  # two rows (points) of five panels (layers)
+    assert h > 250 and w > 2.2 * h  # two rows (points) of five panels (layers)
     png.unlink()
     res = invoke(runner, "plot", out["sweep_dir"])
     assert res.exit_code == 0 and png.is_file()
