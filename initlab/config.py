@@ -321,7 +321,19 @@ def read_yaml(path: str | Path) -> Any:
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe loading (no Python tags), plus YAML 1.2 exponents: ``1e-3`` is a float, not a string."""
+    """Safe loading (no Python tags), plus YAML 1.2 exponents (``1e-3`` is a float, not a string),
+    and a key given twice in one mapping is an error rather than the last one silently winning."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"the key '{_short(key_node.value)}' is given twice", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -386,7 +398,8 @@ def parse_value(value: str, where: str) -> Any:
     try:
         parsed = _load(value) if value.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: cannot parse {_short(repr(value))} ({str(e).splitlines()[0]})") from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: cannot parse {_short(repr(value))} ({problem})") from None
     except RecursionError:
         raise ConfigError(f"{where}: value nested too deeply") from None
     check_shape(parsed, where)

@@ -247,7 +247,7 @@ def run(config, out=None, progress: bool = False, on_step: Callable[[int], None]
             writer = RunWriter.create(out, cfg)
         result = Result(config=cfg, run_dir=str(writer.path) if writer else None)
         t0 = time.perf_counter()
-        counter = _WarningCounter()
+        counter, caught = _WarningCounter(), []
         old_call = np.seterrcall(counter)
         try:
             with np.errstate(all="call"), warnings.catch_warnings(record=True) as caught, blas_threads():

@@ -384,12 +384,21 @@ def _slug_part(short: str, v) -> str:
 
 
 def _name_points(points: list[Point], name: str) -> None:
+    """Labels (``std=0.01, activation=relu``) and folders (``runs/03-std0.01_relu``) from the varying keys."""
     keys = varying(points)
     shorts = short_names(keys)
     width = len(str(len(points) - 1))
+    values = []
     for p, d in zip(points, [p.config.to_dict() for p in points]):
         vals = {k: _lookup(d, k) for k in keys}
-        vals = {k: (p.overrides.get(k) if v is _MISSING else v) for k, v in vals.items()}
+        values.append({k: (p.overrides.get(k) if v is _MISSING else v) for k, v in vals.items()})
+    # "scheme=he_normal" reads better than "scheme=he_normal, std=null": leave nulls out where the
+    # labels stay distinct and non-empty without them.
+    terse = [{k: v for k, v in vals.items() if v is not None} for vals in values]
+    keys_of = [json.dumps(t, sort_keys=True, default=str) for t in terse]
+    if all(terse) and len(set(keys_of)) == len(points):
+        values = terse
+    for p, vals in zip(points, values):
         p.label = ", ".join(f"{shorts[k]}={_fmt(v)}" for k, v in vals.items()) or name
         slug = "_".join(_slug_part(shorts[k], v) for k, v in vals.items()) or name
         slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", slug).strip("-.")[:48].rstrip("-.") or "point"
@@ -611,13 +620,25 @@ def _worker_main(conn, parent_pid: int) -> None:
             try:
                 outcome = run_point(task)
             except KeyboardInterrupt:
-                outcome = {"index": task["index"], "status": "interrupted", "error": None,
-                           "exit_reason": "interrupted by a signal before its results were saved", "steps_done": 0}
+                outcome = _interrupted_outcome(task)
             conn.send(outcome)
             if _worker_stopping:
                 return
     except (EOFError, OSError, KeyboardInterrupt):
         return
+
+
+def _interrupted_outcome(task: dict) -> dict:
+    """A signal escaped the run: if its metrics.json got written anyway, that is the outcome."""
+    metrics = _read_metrics(Path(task["run_dir"])) or {}
+    status = metrics.get("status")
+    if status in ("completed", "diverged", "failed", "interrupted"):
+        return {"index": task["index"], "status": status, "error": metrics.get("error"),
+                "exit_reason": "stopped by a signal after its results were saved" if status != "interrupted"
+                else f"interrupted after {metrics.get('steps_done', 0)} steps (partial results saved)",
+                "steps_done": metrics.get("steps_done", 0)}
+    return {"index": task["index"], "status": "interrupted", "error": None,
+            "exit_reason": "interrupted by a signal before its results were saved", "steps_done": 0}
 
 
 def default_workers() -> int:
@@ -1109,7 +1130,7 @@ class _Runner:
                   exit_reason=outcome.get("exit_reason"), duration_s=outcome.get("duration_s"))
         if outcome.get("worker"):
             mp["worker"] = outcome["worker"]
-        self._save(force=outcome["status"] in DONE)  # a finished point is recorded at once
+        self._save(force=True)  # a finished point is recorded at once (starts are batched, every 0.25 s)
         self.finished += 1
         self._report(mp)
 

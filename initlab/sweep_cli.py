@@ -41,7 +41,7 @@ def sweep(config, std, init_, activation, depth, sets, seed, seeds, workers, out
       initlab sweep --std 1,0.01                           # the textbook's two weight scales
       initlab sweep configs/xavier_vs_kaiming.yaml --seeds 3
       initlab sweep --activation sigmoid,tanh,relu --init xavier_normal,he_normal
-      initlab sweep --set model.batchnorm=false,true --set 'init.std=[...]' --workers 4
+      initlab sweep --std 1,0.1,0.01 --set model.batchnorm=false,true --workers 4
       initlab sweep --resume outputs/default/sweep-2026-01-01_12-00-00
     """
     from initlab.cli import EXIT_USAGE, Failure, _emit_json, _install_sigterm

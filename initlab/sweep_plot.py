@@ -61,6 +61,45 @@ def _save(fig, path: Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def _jacobian(p):
+    path = p.dir / "jacobian.npz"
+    if not path.is_file():
+        return None
+    sv = np.asarray(read_npz(path)["singular_values"], dtype=float).ravel()
+    return sv if len(sv) else None
+
+
+def _jacobian_column(axes, spectra) -> None:
+    """log10 singular values of d(last hidden layer)/d(input) at init, one panel per point, one x range."""
+    logs = [np.log10(np.maximum(sv, np.finfo(np.float64).tiny)) for sv in spectra]
+    finite = np.concatenate([lg[np.isfinite(lg)] for lg in logs])
+    lo = min(float(finite.min()) if len(finite) else -1.0, -0.5)
+    hi = max(float(finite.max()) if len(finite) else 1.0, 0.5)
+    bins = np.linspace(lo, hi, 41)
+    for r, (ax, lg) in enumerate(zip(axes, logs)):
+        ax.hist(lg[np.isfinite(lg)], bins=bins, color="#55A868", alpha=0.85)
+        ax.axvline(0.0, color="#C44E52", ls="--", lw=1)
+        near = float(np.mean(np.abs(10 ** lg - 1) <= 0.1))
+        ax.text(0.03, 0.95, f"within 10% of 1: {100 * near:.0f}%", transform=ax.transAxes, va="top", fontsize=7.5,
+                bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#bbbbbb", alpha=0.85))
+        ax.set_xlim(lo, hi)
+        ax.set_yticks([])
+        ax.tick_params(labelsize=7)
+        if r == 0:
+            ax.set_title("input–output Jacobian at init", fontsize=10)
+    axes[-1].set_xlabel("log10 singular value (dashed: 1)", fontsize=8)
+
+
+def _predicted(metrics, n_layers):
+    """Per layer (mean, std) predicted by mean-field theory, from metrics.json, or None."""
+    out = []
+    for layer in ((metrics or {}).get("layers") or [])[:n_layers]:
+        m, s = layer.get("predicted_mean"), layer.get("predicted_std")
+        out.append((m, s) if m is not None and s is not None else None)
+    out += [None] * (n_layers - len(out))
+    return out if any(o is not None for o in out) else None
+
+
 def _read(path):
     try:
         return read_json(path)
@@ -161,16 +200,26 @@ def _histogram_grid(points, title):
     ncol = len(layers)
     longest = max(len(line) for p in rows for line in p.legend.split(", "))
     label_w = min(3.2, max(1.0, 0.08 * longest + 0.3))
-    width = label_w + 1.9 * ncol
+    spectra = [_jacobian(p) for p in rows]
+    with_jac = all(sv is not None for sv in spectra)
+    width = label_w + 1.9 * ncol + (2.6 if with_jac else 0)
     height = 1.55 * len(rows) + 1.1
     fig = _figure(width, height)
-    axes = fig.subplots(len(rows), ncol, squeeze=False)
+    if with_jac:  # one more column, set apart: each point's input–output Jacobian spectrum
+        gs = fig.add_gridspec(len(rows), ncol + 2, width_ratios=[1] * ncol + [0.25, 1.3])
+        axes = np.array([[fig.add_subplot(gs[r, c]) for c in range(ncol)] for r in range(len(rows))])
+        _jacobian_column([fig.add_subplot(gs[r, ncol + 1]) for r in range(len(rows))], spectra)
+    else:
+        axes = fig.subplots(len(rows), ncol, squeeze=False)
+    shaded = False
     for r, p in enumerate(rows):
         snap = p.snaps[0]
         n = len(snap.data["act_std"])
         own = [li for li in layers if li < n]
         clip = p.cfg["model"]["activation"] in ("relu", "leaky_relu")
-        ymax = draw_histogram_row(axes[r][: len(own)], snap, own, clip_zero_spike=clip)
+        predicted = _predicted(p.metrics, n)
+        shaded = shaded or predicted is not None
+        ymax = draw_histogram_row(axes[r][: len(own)], snap, own, predicted=predicted, clip_zero_spike=clip)
         for ax in axes[r][: len(own)]:
             if ymax:
                 ax.set_ylim(0, ymax * 1.15)
@@ -183,7 +232,10 @@ def _histogram_grid(points, title):
                             textcoords="offset points", ha="right", va="center", fontsize=9)
     if len(points) > len(rows):
         fig.text(0.5, 0.005, f"… and {len(points) - len(rows)} more points (see summary.csv)", ha="center", fontsize=8)
-    fig.suptitle(f"{title}\nactivation histograms at initialization, per hidden layer", fontsize=10)
+    what = "activation histograms at initialization, per hidden layer"
+    if shaded:
+        what += " (shaded: mean-field prediction, mean ± std)"
+    fig.suptitle(f"{title}\n{what}", fontsize=10)
     fig.subplots_adjust(left=label_w / width, right=0.99, top=1 - 0.95 / height, bottom=0.35 / height,
                         wspace=0.12, hspace=0.55)
     return fig
@@ -284,9 +336,13 @@ def _overlay(points, title):
         ax_loss.text(0.99, 0.01, "✕ last finite loss before it became non-finite (▲ off the scale)", transform=ax_loss.transAxes,
                      ha="right", va="bottom", fontsize=8, color="#444444")
     if classification:
+        from matplotlib.lines import Line2D
+
         ax_side.set_ylim(0, 1.02)
-        ax_side.set_ylabel("accuracy (o train, eval mode; □ held-out)")
+        ax_side.set_ylabel("accuracy")
         ax_side.set_title("accuracy", fontsize=11)
+        ax_side.legend([Line2D([], [], color="#444444", marker="o", ms=3), Line2D([], [], color="#444444", ls="--", marker="s", ms=3)],
+                       ["training samples (eval mode)", "held-out samples"], fontsize=8, loc="best")
     else:
         ax_side.set_yscale("log")
         clips = {p.cfg["train"].get("clip_norm") for p in points} - {None}

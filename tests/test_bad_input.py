@@ -22,6 +22,7 @@ CASES = {
     "yaml-syntax": (["run", "bad.yaml"], "model: {depth: 3\n", "YAML error"),
     "yaml-tab-indent": (["run", "bad.yaml"], "model:\n\tdepth: 3\n", "YAML error"),
     "yaml-two-documents": (["run", "bad.yaml"], "seed: 1\n---\nseed: 2\n", "YAML error"),
+    "yaml-duplicate-key": (["run", "bad.yaml"], "model:\n  depth: 3\n  width: 10\n  depth: 4\n", "'depth' is given twice"),
     "top-level-list": (["run", "bad.yaml"], "- 1\n- 2\n", "mapping"),
     "top-level-scalar": (["run", "bad.yaml"], "42\n", "mapping"),
     "top-level-string": (["run", "bad.yaml"], "just some words\n", "mapping"),

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
 
@@ -26,6 +25,16 @@ def initlab_cli(tmp_path, *args):
     env = {k: v for k, v in os.environ.items() if k not in ("INITLAB_DEBUG", "PYTHONWARNINGS")}
     return subprocess.run([sys.executable, "-m", "initlab", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+def invoke(tmp_path, monkeypatch, *args):
+    """In process (faster); Click's runner captures sys.stderr, where a Python warning would go."""
+    from click.testing import CliRunner
+
+    from initlab.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def strict_json(text: str):
@@ -55,24 +64,25 @@ def test_divergence_is_recorded_not_spammed(tmp_path):
         assert (run_dir / name).is_file(), name
 
 
-def test_fail_on_diverge_exits_3_and_still_records(tmp_path):
-    proc = initlab_cli(tmp_path, "run", *EXPLODE, "--fail-on-diverge")
-    assert proc.returncode == 3, proc.stderr
-    assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr
+def test_fail_on_diverge_exits_3_and_still_records(tmp_path, monkeypatch):
+    res = invoke(tmp_path, monkeypatch, "run", *EXPLODE, "--fail-on-diverge")
+    assert res.exit_code == 3, res.stderr
+    assert "Traceback" not in res.stderr and "Warning" not in res.stderr
     [metrics] = list(tmp_path.glob("outputs/default/*/metrics.json"))
     assert strict_json(metrics.read_text())["status"] == "diverged"
 
 
-def test_fail_on_diverge_is_silent_when_nothing_diverges(tmp_path):
-    proc = initlab_cli(tmp_path, "run", "--set", "train.steps=5", "--set", "data.samples=200", "--fail-on-diverge", "-q")
-    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+def test_fail_on_diverge_is_silent_when_nothing_diverges(tmp_path, monkeypatch):
+    res = invoke(tmp_path, monkeypatch, "run", "--set", "train.steps=5", "--set", "data.samples=200",
+                 "--fail-on-diverge", "-q")
+    assert res.exit_code == 0 and res.stderr == "", res.stderr
 
 
-def test_divergence_at_the_first_step(tmp_path):
+def test_divergence_at_the_first_step(tmp_path, monkeypatch):
     """Nothing finite to show: an empty history (header only), and still the init figures."""
-    proc = initlab_cli(tmp_path, "run", *AT_ONCE, "--json")
-    assert proc.returncode == 0, proc.stderr
-    m = strict_json(proc.stdout)
+    res = invoke(tmp_path, monkeypatch, "run", *AT_ONCE, "--json")
+    assert res.exit_code == 0 and res.stderr == "", res.stderr
+    m = strict_json(res.stdout)
     assert m["status"] == "diverged" and m["steps_done"] == 0 and m["diverged_at_step"] == 1
     run_dir = tmp_path / m["run_dir"]
     assert (run_dir / "history.csv").read_text().splitlines() == ["step,train_loss,grad_norm,eval_loss,eval_acc,train_acc"]
@@ -94,10 +104,10 @@ def test_library_run_raises_no_warnings(capfd):
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
-def test_bounded_activations_on_regression_also_diverge_cleanly(tmp_path, activation):
-    proc = initlab_cli(tmp_path, "run", "--set", f"model.activation={activation}", "--set", "data.kind=regression",
-                       "--set", "init.scheme=normal", "--set", "init.std=10", "--set", "optimizer.lr=10",
-                       "--set", "train.steps=100", "--json")
-    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    m = strict_json(proc.stdout)
-    assert m["status"] == "diverged" and m["numpy_warnings"] >= 0
+def test_bounded_activations_on_regression_also_diverge_cleanly(tmp_path, monkeypatch, activation):
+    res = invoke(tmp_path, monkeypatch, "run", "--set", f"model.activation={activation}", "--set", "data.kind=regression",
+                 "--set", "init.scheme=normal", "--set", "init.std=10", "--set", "optimizer.lr=10",
+                 "--set", "train.steps=100", "--json")
+    assert res.exit_code == 0 and res.stderr == "", res.stderr
+    m = strict_json(res.stdout)
+    assert m["status"] == "diverged" and m["numpy_warnings"] > 0

@@ -191,6 +191,9 @@ def test_nesting_at_every_depth_is_a_config_error_or_fine(depth, kind):
     }[kind]
     cfg = _loads_or_config_error(lambda: validate(parse_yaml(text)))
     assert cfg is None or depth < 32
-    if depth > 32:
-        with pytest.raises(ConfigError):
-            load_config(None, overrides=["sweep.x=" + "[" * depth + "]" * depth])
+
+
+@pytest.mark.parametrize("depth", [33, 100_000])
+def test_deep_set_value_is_a_config_error(depth):
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(None, overrides=["sweep.x=" + "[" * depth + "]" * depth])

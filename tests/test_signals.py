@@ -67,7 +67,9 @@ def check_interrupted_run(run_dir: Path, every=200):
     assert list(h["step"]) == list(range(1, done + 1))
     with np.load(run_dir / "activations.npz") as z:
         steps = list(z["steps"])
-    assert steps == list(range(0, done + 1, every)), "every snapshot taken so far is saved, none after"
+    expected = list(range(0, done + 1, every))
+    # (a signal during the snapshot after step `done` cancels that one snapshot)
+    assert steps == expected or (done % every == 0 and steps == expected[:-1]), (steps, done)
     assert not list(run_dir.glob(".*tmp*")), "no temporary file left behind"
     return m
 
@@ -76,7 +78,7 @@ def check_interrupted_run(run_dir: Path, every=200):
 def test_signal_mid_training_saves_partial_results(tmp_path, signum):
     proc = start(tmp_path, "run", "tiny.yaml", "--json")
     run_dir = run_dir_of(tmp_path, proc)
-    time.sleep(1.0)  # into training
+    time.sleep(0.5)  # into training
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -218,9 +220,9 @@ KILL_SWEEP = """\
 data: {kind: teacher, samples: 200, features: 8, eval_samples: 100, classes: 3}
 model: {depth: 2, width: 16, activation: relu}
 init: {scheme: he_normal}
-train: {steps: 2500, batch_size: 16, eval_every: 500}
+train: {steps: 2000, batch_size: 16, eval_every: 500}
 record: {samples: 100, bins: 10, every: 500}
-sweep: {seed: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}
+sweep: {seed: [0, 1, 2, 3, 4, 5, 6, 7]}
 """
 
 
@@ -240,7 +242,7 @@ def test_kill_9_at_random_moments_then_resume(tmp_path):
         if sweep_dir is None:
             sweep_dir = wait_for(lambda: next(iter(tmp_path.glob("outputs/kill/sweep-*/manifest.json")), None),
                                  proc, what="the sweep directory").parent
-        time.sleep(rng.uniform(0.3, 1.5))
+        time.sleep(rng.uniform(0.2, 1.2))
         if proc.poll() is not None:
             break
         proc.kill()  # SIGKILL: no handler runs, no cleanup
@@ -256,18 +258,18 @@ def test_kill_9_at_random_moments_then_resume(tmp_path):
     assert final.returncode == 0, (seed, final.stderr)
     assert kills >= 2, "the test should have killed the sweep more than once"
     manifest = json.loads((sweep_dir / "manifest.json").read_text())
-    assert [p["status"] for p in manifest["points"]] == ["completed"] * 10
+    assert [p["status"] for p in manifest["points"]] == ["completed"] * 8
     run_dirs = sorted(p.name for p in (sweep_dir / "runs").iterdir())
-    assert len(run_dirs) == 10 and len({name.split("-")[0] for name in run_dirs}) == 10, run_dirs
+    assert len(run_dirs) == 8 and len({name.split("-")[0] for name in run_dirs}) == 8, run_dirs
     for p in manifest["points"]:
         m = read_json(sweep_dir / p["run_dir"] / "metrics.json")
-        assert m["status"] == "completed" and m["seed"] == p["seed"] and m["steps_done"] == 2500
-        assert len(read_history(sweep_dir / p["run_dir"] / "history.csv")["step"]) == 2500
+        assert m["status"] == "completed" and m["seed"] == p["seed"] and m["steps_done"] == 2000
+        assert len(read_history(sweep_dir / p["run_dir"] / "history.csv")["step"]) == 2000
     for name, (inode, text) in finished.items():  # completed once: never run again by a resume
         metrics = sweep_dir / "runs" / name / "metrics.json"
         assert (metrics.stat().st_ino, metrics.read_text()) == (inode, text), name
     summary = json.loads((sweep_dir / "summary.json").read_text())
-    assert [row["index"] for row in summary] == list(range(10)) and {row["status"] for row in summary} == {"completed"}
+    assert [row["index"] for row in summary] == list(range(8)) and {row["status"] for row in summary} == {"completed"}
 
 
 def _assert_nothing_half_written(sweep_dir: Path, seed):
