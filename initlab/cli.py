@@ -96,7 +96,6 @@ def load(config_path, sets=(), seed=None):
     """Load and validate a config, turning every problem into a usage error."""
     from initlab.config import load_config
     from initlab.errors import ConfigError, EngineError
-
     from initlab.experiment import check_memory
 
     try:

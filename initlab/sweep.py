@@ -532,7 +532,7 @@ def run_point(task: dict) -> dict:
     t0 = time.perf_counter()
     index = task["index"]
     outcome = {"index": index, "status": "failed", "error": None, "exit_reason": None, "steps_done": 0,
-               "worker": task.get("worker") or f"{_hostname()} pid {os.getpid()}"}
+               "worker": f"{_hostname()} pid {os.getpid()}"}
     try:
         from initlab.config import dump_yaml, validate
         from initlab.experiment import run

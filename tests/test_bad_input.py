@@ -193,7 +193,7 @@ def test_library_run_refuses_before_allocating(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
-REAL_PROCESS = ["python-object-tag", "deeply-nested-flow", "non-utf8", "set-without-equals", "memory-data"]
+REAL_PROCESS = ["python-object-tag", "deeply-nested-flow", "memory-data"]
 
 
 @pytest.mark.parametrize("case", REAL_PROCESS)

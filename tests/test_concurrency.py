@@ -13,12 +13,10 @@ SMALL = ["--set", "data.samples=50", "--set", "data.eval_samples=20", "--set", "
 FROZEN_STAMP = "2030-01-01_00-00-00"
 
 
-def start_runs(tmp_path, n, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if k != "INITLAB_DEBUG"}
-    env.update(env_extra or {})
-    procs = [subprocess.Popen([sys.executable, "-m", "initlab", "run", "--seed", str(i), "--out", "shared", "--json",
+def start_runs(tmp_path, commands):
+    procs = [subprocess.Popen([sys.executable, "-m", "initlab", "run", "--seed", str(seed), "--out", "shared", "--json",
                                *SMALL], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(n)]
+             for seed, env in commands]
     reported = []
     for p in procs:
         out, err = p.communicate(timeout=120)
@@ -29,32 +27,27 @@ def start_runs(tmp_path, n, env_extra=None):
     return run_dirs
 
 
-def check_distinct(run_dirs, n):
-    assert len(run_dirs) == n
-    seeds = sorted(read_json(d / "metrics.json")["seed"] for d in run_dirs)
-    assert seeds == list(range(n)), "every run kept its own directory: none overwritten"
-    for d in run_dirs:
-        saved_seed = [line for line in (d / "config.yaml").read_text().splitlines() if line.startswith("seed:")]
-        assert saved_seed == [f"seed: {read_json(d / 'metrics.json')['seed']}"], d
-
-
 def test_runs_started_together_get_distinct_dirs(tmp_path):
-    run_dirs = start_runs(tmp_path, 3)
-    check_distinct(run_dirs, 3)
-
-
-def test_runs_in_the_very_same_second_take_numbered_dirs(tmp_path):
-    """The clock frozen in every process (a sitecustomize): all 4 race for one name and take -1..-3."""
+    """Seven runs at once into one root: three on the real clock, four with the clock frozen (a
+    sitecustomize), which all race for one name and must take it, -1, -2, -3."""
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(
         "import initlab.output\n"
         f"initlab.output.timestamp = lambda t=None: {FROZEN_STAMP!r}\n"
     )
-    path = os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    run_dirs = start_runs(tmp_path, 4, {"PYTHONPATH": path})
-    assert [d.name for d in run_dirs] == sorted([FROZEN_STAMP] + [f"{FROZEN_STAMP}-{k}" for k in range(1, 4)])
-    check_distinct(run_dirs, 4)
+    env = {k: v for k, v in os.environ.items() if k != "INITLAB_DEBUG"}
+    frozen = dict(env, PYTHONPATH=os.pathsep.join([str(hook), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    run_dirs = start_runs(tmp_path, [(seed, env if seed < 3 else frozen) for seed in range(7)])
+    assert len(run_dirs) == 7
+    seeds = {d.name: read_json(d / "metrics.json")["seed"] for d in run_dirs}
+    assert sorted(seeds.values()) == list(range(7)), "every run kept its own directory: none overwritten"
+    assert sorted(name for name in seeds if name.startswith(FROZEN_STAMP)) == \
+        [FROZEN_STAMP] + [f"{FROZEN_STAMP}-{k}" for k in range(1, 4)]
+    assert {seeds[name] for name in seeds if name.startswith(FROZEN_STAMP)} == {3, 4, 5, 6}
+    for d in run_dirs:
+        saved = [line for line in (d / "config.yaml").read_text().splitlines() if line.startswith("seed:")]
+        assert saved == [f"seed: {seeds[d.name]}"], d
 
 
 def test_threads_racing_for_one_name(tmp_path):

@@ -97,18 +97,23 @@ def test_sweep_points_match_with_1_or_2_workers_and_after_resume(tmp_path):
     # Interrupt a one-worker sweep once point 0 is done, then resume it.
     cmd, kw = sweep_cmd(tmp_path, "exp.yaml", *AXES, "--out", "resumed", "--workers", "1", "-q")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = list(tmp_path.glob("resumed/*/sweep-*/manifest.json"))
-        try:
-            points = json.loads(found[0].read_text())["points"] if found else []
-        except ValueError:
-            points = []
-        if points and points[0]["status"] == "completed":
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(tmp_path.glob("resumed/*/sweep-*/manifest.json"))
+            try:
+                points = json.loads(found[0].read_text())["points"] if found else []
+            except ValueError:
+                points = []
+            if points and points[0]["status"] == "completed":
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
     assert proc.returncode == 130, err
     sweep_dir = found[0].parent
     before = [p["status"] for p in json.loads((sweep_dir / "manifest.json").read_text())["points"]]

@@ -27,6 +27,18 @@ record: {samples: 100, bins: 10, every: 200}
 """
 HEADER = "step,train_loss,grad_norm,eval_loss,eval_acc,train_acc"
 needs_sweep = pytest.mark.skipif("sweep" not in cli.commands, reason="the sweep command is not registered")
+STARTED: list = []
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_processes():
+    """A failing test must not leave a five-million-step run behind."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def start(tmp_path, *args, ignore_sigint=False):
@@ -36,9 +48,11 @@ def start(tmp_path, *args, ignore_sigint=False):
     def child():  # what a shell does to a background job (`initlab run … &`)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    return subprocess.Popen([sys.executable, "-m", "initlab", *args], cwd=tmp_path, env=env, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "initlab", *args], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=child if ignore_sigint else None)
+    STARTED.append(proc)
+    return proc
 
 
 def wait_for(predicate, proc, timeout=60.0, what="condition"):
@@ -89,20 +103,10 @@ def test_signal_mid_training_saves_partial_results(tmp_path, signum):
     assert (run_dir / "activations.png").is_file()
 
 
-def test_sigint_stops_a_background_job(tmp_path):
-    """A shell starts `initlab run … &` with SIGINT ignored; `kill -INT` must still stop it cleanly."""
+def test_sigint_hammered_at_a_background_job(tmp_path):
+    """A shell starts `initlab run … &` with SIGINT ignored: `kill -INT` must still stop it — and an
+    impatient user's forty more must not cut a file in half: exit 130, every file whole."""
     proc = start(tmp_path, "run", "tiny.yaml", "-q", ignore_sigint=True)
-    run_dir = run_dir_of(tmp_path, proc)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    check_interrupted_run(run_dir)
-
-
-def test_ctrl_c_hammered_still_leaves_complete_files(tmp_path):
-    """Many SIGINTs in a row (an impatient user): exit 130, and every file parses."""
-    proc = start(tmp_path, "run", "tiny.yaml", "-q")
     run_dir = run_dir_of(tmp_path, proc)
     time.sleep(0.5)
     for _ in range(40):
@@ -239,6 +243,7 @@ def test_kill_9_at_random_moments_then_resume(tmp_path):
     for attempt in range(4):
         args = cmd if sweep_dir is None else [*cmd[:4], "--resume", str(sweep_dir), *cmd[5:]]
         proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        STARTED.append(proc)
         if sweep_dir is None:
             sweep_dir = wait_for(lambda: next(iter(tmp_path.glob("outputs/kill/sweep-*/manifest.json")), None),
                                  proc, what="the sweep directory").parent
