@@ -306,6 +306,9 @@ def make_plan(config=None, axes=None, overrides=(), seed=None, seeds=None) -> Pl
     if total > MAX_POINTS:
         raise ConfigError(f"the grid has {total} points; at most {MAX_POINTS} are allowed")
 
+    from initlab.experiment import check_memory, memory_limit
+
+    limit = memory_limit()
     points = []
     for index, combo in enumerate(itertools.product(*[a.values for a in all_axes])):
         point_raw, overrides_ = raw, {}
@@ -314,6 +317,7 @@ def make_plan(config=None, axes=None, overrides=(), seed=None, seeds=None) -> Pl
             overrides_.update(flatten(a.key, value))
         try:
             cfg = validate(point_raw, default_name=name)
+            check_memory(cfg, limit)
         except ConfigError as e:
             where = ", ".join(f"{k}={_fmt(v)}" for k, v in overrides_.items())
             raise ConfigError(f"point {index} ({where}): {e}" if where else str(e)) from None

@@ -104,11 +104,7 @@ CASES = {
                       "--set", "data.features=1000000"], None, "memory"),
 }
 
-# Known bugs outside this file's owner, kept visible: strict, so fixing them turns these red until unmarked.
-XFAIL = {
-    "sweep-memory": "sweep.make_plan does not run initlab.experiment.check_memory on its points: "
-                    "the sweep starts and every point fails (exit 1) instead of exit 2 before anything runs",
-}
+XFAIL: dict = {}  # known bugs, kept visible: strict, so a fix turns them red until unmarked
 
 
 def _params():
