@@ -14,7 +14,8 @@ from initlab.recorder import unstack
 MAX_PANELS = 10
 
 
-def _figure(width, height):
+def figure(width, height):
+    """A blank matplotlib Figure on the Agg canvas (no pyplot state), ``width`` × ``height`` inches at 100 dpi."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -23,7 +24,8 @@ def _figure(width, height):
     return fig
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
+    """Write ``fig`` to ``path`` as a PNG, atomically."""
     from initlab.output import atomic_write
     import io
 
@@ -97,7 +99,7 @@ def plot_activations(run_dir: Path, cfg: dict, metrics: dict | None = None) -> N
     n_layers = len(snaps[0].data["act_std"])
     layers = shown_layers(n_layers)
     ncol = len(layers)
-    fig = _figure(max(2.0 * ncol, 6), 2.4 * len(rows) + 0.9)
+    fig = figure(max(2.0 * ncol, 6), 2.4 * len(rows) + 0.9)
     axes = fig.subplots(len(rows), ncol, squeeze=False, sharey=True)
     clip = cfg["model"]["activation"] in ("relu", "leaky_relu")
     predicted = _predicted(metrics, n_layers)
@@ -113,7 +115,7 @@ def plot_activations(run_dir: Path, cfg: dict, metrics: dict | None = None) -> N
         title += "  (shaded: mean-field mean ± std)"
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    _save(fig, run_dir / "activations.png")
+    save_png(fig, run_dir / "activations.png")
 
 
 def _predicted(metrics, n_layers):
@@ -148,7 +150,7 @@ def smoothing_window(n: int) -> int:
 def plot_loss(run_dir: Path, cfg: dict, metrics: dict | None = None) -> None:
     h = read_history(run_dir / "history.csv")
     has_acc = "eval_acc" in h and np.isfinite(h["eval_acc"]).any()
-    fig = _figure(11 if has_acc else 6.5, 4)
+    fig = figure(11 if has_acc else 6.5, 4)
     axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
     ax = axes[0]
     steps, loss = h["step"], h["train_loss"]
@@ -185,7 +187,7 @@ def plot_loss(run_dir: Path, cfg: dict, metrics: dict | None = None) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle(f"{cfg['name']}: {_describe(cfg)}, {cfg['optimizer']['name']} lr={cfg['optimizer']['lr']:g}", fontsize=10)
     fig.tight_layout()
-    _save(fig, run_dir / "loss.png")
+    save_png(fig, run_dir / "loss.png")
 
 
 def plot_gradients(run_dir: Path, cfg: dict, metrics: dict | None = None) -> None:
@@ -193,7 +195,7 @@ def plot_gradients(run_dir: Path, cfg: dict, metrics: dict | None = None) -> Non
     hist_path = run_dir / "history.csv"
     h = read_history(hist_path) if hist_path.exists() else None
     has_curve = h is not None and np.isfinite(h.get("grad_norm", np.array([]))).any()
-    fig = _figure(11 if has_curve else 6.5, 4)
+    fig = figure(11 if has_curve else 6.5, 4)
     axes = fig.subplots(1, 2 if has_curve else 1, squeeze=False)[0]
     ax = axes[0]
     g = arrays["grad_norm"]
@@ -235,13 +237,13 @@ def plot_gradients(run_dir: Path, cfg: dict, metrics: dict | None = None) -> Non
         ax.grid(alpha=0.3, which="both")
     fig.suptitle(f"{cfg['name']}: gradients — {_describe(cfg)}", fontsize=10)
     fig.tight_layout()
-    _save(fig, run_dir / "gradients.png")
+    save_png(fig, run_dir / "gradients.png")
 
 
 def plot_jacobian(run_dir: Path, cfg: dict, metrics: dict | None = None) -> None:
     """Histogram of log10 singular values of the input–output Jacobian at init (dynamical isometry)."""
     sv = read_npz(run_dir / "jacobian.npz")["singular_values"].ravel()
-    fig = _figure(6.5, 4)
+    fig = figure(6.5, 4)
     ax = fig.subplots()
     tiny = np.finfo(np.float64).tiny
     logs = np.log10(np.maximum(sv, tiny))
@@ -263,7 +265,7 @@ def plot_jacobian(run_dir: Path, cfg: dict, metrics: dict | None = None) -> None
     ax.legend(fontsize=8, loc="upper right")
     ax.set_title(f"{cfg['name']}: Jacobian spectrum at init — {_describe(cfg)}", fontsize=10)
     fig.tight_layout()
-    _save(fig, run_dir / "jacobian.png")
+    save_png(fig, run_dir / "jacobian.png")
 
 
 def plot_run(run_dir, metrics: dict | None = None, cfg=None) -> list[Path]:

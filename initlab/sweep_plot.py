@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from initlab.output import atomic_write, read_history, read_json, read_npz
-from initlab.plotting import draw_histogram_row, shown_layers, smooth, smoothing_window
+from initlab.output import read_history, read_json, read_npz
+from initlab.plotting import draw_histogram_row, figure, save_png, shown_layers, smooth, smoothing_window
 from initlab.recorder import unstack
 
 MAX_ROWS = 24  # histogram rows drawn; the rest are in summary.csv
@@ -42,23 +42,6 @@ class _Point:
     @property
     def drawable(self) -> bool:
         return self.cfg is not None and bool(self.snaps)
-
-
-def _figure(width, height):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path: Path) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write(path, buf.getvalue())
 
 
 def _jacobian(p):
@@ -109,7 +92,7 @@ def _read(path):
 
 def plot_sweep(sweep_dir) -> list[Path]:
     """Draw ``sweep.png`` from a sweep directory's manifest and run directories; returns the paths written."""
-    from initlab.sweep import read_manifest
+    from initlab.manifest import read_manifest
 
     sweep_dir = Path(sweep_dir)
     manifest = read_manifest(sweep_dir)
@@ -117,9 +100,9 @@ def plot_sweep(sweep_dir) -> list[Path]:
     shown = [p for p in points if p.drawable]
     out = sweep_dir / "sweep.png"
     if not shown:
-        fig = _figure(6, 2)
+        fig = figure(6, 2)
         fig.text(0.5, 0.5, f"{manifest.get('name', '')}: no point has finished yet", ha="center", va="center")
-        _save(fig, out)
+        save_png(fig, out)
         return [out]
     _suffix_labels(shown)
     title = f"{manifest.get('name', sweep_dir.name)}: {len(points)} points — {_fixed(shown)}"
@@ -128,7 +111,7 @@ def plot_sweep(sweep_dir) -> list[Path]:
     else:
         grid = _bool_grid(manifest)
         fig = _small_multiples(shown, grid, title) if grid else _overlay(shown, title)
-    _save(fig, out)
+    save_png(fig, out)
     return [out]
 
 
@@ -204,7 +187,7 @@ def _histogram_grid(points, title):
     with_jac = all(sv is not None for sv in spectra)
     width = label_w + 1.9 * ncol + (2.6 if with_jac else 0)
     height = 1.55 * len(rows) + 1.1
-    fig = _figure(width, height)
+    fig = figure(width, height)
     if with_jac:  # one more column, set apart: each point's input–output Jacobian spectrum
         gs = fig.add_gridspec(len(rows), ncol + 2, width_ratios=[1] * ncol + [0.25, 1.3])
         axes = np.array([[fig.add_subplot(gs[r, c]) for c in range(ncol)] for r in range(len(rows))])
@@ -266,7 +249,7 @@ def _groups(points):
 
 
 def _overlay(points, title):
-    fig = _figure(13, 8.2)
+    fig = figure(13, 8.2)
     gs = fig.add_gridspec(2, 2, height_ratios=[1.35, 1], width_ratios=[1.45, 1])
     ax_loss = fig.add_subplot(gs[0, 0])
     ax_side = fig.add_subplot(gs[0, 1])
@@ -413,12 +396,12 @@ def _coords(index, axes):
 
 
 def _value_title(axis, value) -> str:
-    from initlab.sweep import _fmt, flatten
+    from initlab.grid import flatten, format_value
 
     flat = flatten(axis["key"], value)
     every = [flatten(axis["key"], v) for v in axis["values"]]
     keys = [k for k in flat if len({repr(e.get(k)) for e in every}) > 1] or list(flat)
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(flat[k])}" for k in keys)
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={format_value(flat[k])}" for k in keys)
 
 
 def _small_multiples(points, grid, title):
@@ -427,7 +410,7 @@ def _small_multiples(points, grid, title):
     n = len(many["values"])
     ncol = math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)
-    fig = _figure(3.0 * ncol + 0.4, 2.45 * nrow + 1.1)
+    fig = figure(3.0 * ncol + 0.4, 2.45 * nrow + 1.1)
     axes = fig.subplots(nrow, ncol, squeeze=False, sharex=True, sharey=True)
     classification = any(p.history is not None and np.isfinite(p.history.get("train_acc", np.array([]))).any()
                          for p in points)
