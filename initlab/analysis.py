@@ -22,7 +22,7 @@ def init_spec(cfg: Config) -> InitSpec:
 
 def predict_for(cfg: Config, probe_x: np.ndarray, model=None):
     """The mean-field :class:`initlab.theory.Prediction` for a config on this probe batch."""
-    from initlab.theory import predict_mlp
+    from initlab.theory_init import predict_mlp
 
     m = cfg.model
     input_q = float(np.mean(np.square(probe_x, dtype=np.float64)))

@@ -27,6 +27,13 @@ def unknown_name(kind: str, name: str, choices) -> str:
     return f"unknown {kind} '{name}'{hint}"
 
 
+def _short(value, limit: int = 60) -> str:
+    """``value`` for an error message: printable, and cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def check_number(name: str, value, lo: float = float("-inf"), hi: float = float("inf"), *,
                  lo_open: bool = False, hi_open: bool = False) -> float:
     """``value`` as a float inside ``[lo, hi]`` (``(`` / ``)`` where open), else an :class:`EngineError`.

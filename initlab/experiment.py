@@ -7,7 +7,6 @@ recording or evaluating more often never changes what is trained.
 """
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,12 +20,11 @@ from initlab.analysis import merge_prediction
 from initlab.config import Config
 from initlab.data import Dataset, build_dataset
 from initlab.losses import MSE, SoftmaxCrossEntropy
+from initlab.memory import EVAL_CHUNK, TRAIN_ACC_SAMPLES, check_memory
+from initlab.memory import memory_estimate, memory_limit  # noqa: F401  (re-exported: cli, grid and tests import them from here)
 from initlab.model import MLP, InitSpec, build_mlp
 from initlab.optimizers import make_optimizer
 from initlab.recorder import Recorder
-
-EVAL_CHUNK = 10_000
-TRAIN_ACC_SAMPLES = 10_000
 
 
 @dataclass
@@ -70,106 +68,6 @@ def blas_threads():
     value = os.environ.get("INITLAB_BLAS_THREADS", "1")
     limit = int(value) if value.isdigit() and int(value) > 0 else None
     return threadpool_limits(limits=limit, user_api="blas")
-
-
-MEMORY_ENV = "INITLAB_MEMORY_LIMIT"
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
-          "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
-
-
-def memory_estimate(cfg: Config) -> dict[str, int]:
-    """Bytes a run of ``cfg`` needs at its peak, by part, from the config alone (nothing is allocated).
-
-    On the generous side (measured peaks are about half of it): data drawn in float64 and cast
-    (twice over when standardized), four arrays per layer (input, pre-activation, output and a
-    gradient) for the largest batch that passes through the net, parameters with gradients and
-    two optimizer moments, the history columns and their CSV text, and the snapshots.
-    """
-    d, m, t, r = cfg.data, cfg.model, cfg.train, cfg.record
-    item = np.dtype(m.dtype).itemsize
-    if d.kind == "mnist":
-        n_train, n_eval, n_out = d.samples or 60_000, d.eval_samples or 10_000, 10
-        data = 70_000 * 784 * (1 + item)  # the decoded uint8 files and their scaled copy
-    else:
-        n_train, n_eval = d.samples, d.eval_samples
-        n_out = 1 if d.kind == "regression" else d.classes
-        data = (n_train + n_eval) * (d.features * (8 + item) + 8 * n_out)
-    if d.standardize:
-        data += (n_train + n_eval) * d.features * (8 + item)
-    widths = [d.features, *m.widths, n_out]
-    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:])) * item * 4
-    rows = max(t.batch_size if t.steps else 0, min(r.samples, n_train), min(EVAL_CHUNK, n_eval),
-               min(TRAIN_ACC_SAMPLES, n_train) if t.steps else 0)
-    activations = 4 * rows * sum(widths) * item
-    snapshots = 2 + (t.steps // r.every if r.every else 0)
-    history = t.steps * (6 * 8 + 120) + snapshots * m.depth * (4 * r.bins + 20) * 8
-    return {"data": data, "activations": activations, "parameters": params, "history": history}
-
-
-def memory_limit() -> Optional[int]:
-    """Bytes a run may use: ``$INITLAB_MEMORY_LIMIT`` (e.g. ``512M``, ``off``), else the memory
-    available now (``MemAvailable``, capped by a cgroup limit), else None (unknown: no check)."""
-    from initlab.errors import ConfigError
-
-    text = os.environ.get(MEMORY_ENV, "").strip().lower()
-    if text in ("off", "none", "0"):
-        return None
-    if text:
-        import re
-
-        match = re.fullmatch(r"([0-9]+(?:\.[0-9]*)?)\s*([a-z]*)", text)
-        if not match or match.group(2) not in _UNITS:
-            raise ConfigError(f"{MEMORY_ENV}: expected a size like 512M, 4G or off, got {text!r}")
-        return int(float(match.group(1)) * _UNITS[match.group(2)])
-    found = []
-    try:
-        with open("/proc/meminfo") as f:
-            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
-        with open("/sys/fs/cgroup/memory.max") as f:
-            cap = f.read().strip()
-        with open("/sys/fs/cgroup/memory.current") as f:
-            if cap.isdigit():
-                found.append(int(cap) - int(f.read().strip()))
-    except (OSError, ValueError):
-        pass
-    if not found:
-        try:
-            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (AttributeError, ValueError, OSError):
-            return None
-    return max(min(found), 0)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
-_MEMORY_KEYS = {
-    "data": "data.samples × data.features",
-    "activations": "train.batch_size, record.samples or data.eval_samples × model.width",
-    "parameters": "model.width × model.depth",
-    "history": "train.steps, record.every × record.bins",
-}
-
-
-def check_memory(cfg: Config, limit: Optional[int] = None) -> int:
-    """Refuse (ConfigError, exit 2) a run whose :func:`memory_estimate` exceeds ``limit``
-    (default :func:`memory_limit`) before anything is allocated. Returns the estimate."""
-    from initlab.errors import ConfigError
-
-    parts = memory_estimate(cfg)
-    total = sum(parts.values())
-    limit = memory_limit() if limit is None else limit
-    if limit is not None and total > limit:
-        big = max(parts, key=parts.get)
-        raise ConfigError(
-            f"memory: this run needs about {_size(total)} ({big} {_size(parts[big])}: {_MEMORY_KEYS[big]}) "
-            f"but {_size(limit)} is available; make it smaller (or set {MEMORY_ENV})"
-        )
-    return total
 
 
 def build(cfg: Config):

@@ -12,6 +12,8 @@ from initlab.output import read_history, read_json, read_npz
 from initlab.recorder import unstack
 
 MAX_PANELS = 10
+# Room above the tallest bar for the statistics box, so it never hides a bar.
+HEADROOM = 1.6
 
 
 def figure(width, height):
@@ -109,7 +111,7 @@ def plot_activations(run_dir: Path, cfg: dict, metrics: dict | None = None) -> N
         label = "at init" if snap.step == 0 else f"after {snap.step} steps"
         axes[r][0].set_ylabel(f"{label}\ncount", fontsize=9)
     if ymax:
-        axes[0][0].set_ylim(0, ymax * 1.15)
+        axes[0][0].set_ylim(0, ymax * HEADROOM)
     title = f"{cfg['name']}: activations per layer — {_describe(cfg)}"
     if predicted is not None:
         title += "  (shaded: mean-field mean ± std)"

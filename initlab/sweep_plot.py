@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from initlab.output import read_history, read_json, read_npz
-from initlab.plotting import draw_histogram_row, figure, save_png, shown_layers, smooth, smoothing_window
+from initlab.plotting import HEADROOM, draw_histogram_row, figure, save_png, shown_layers, smooth, smoothing_window
 from initlab.recorder import unstack
 
 MAX_ROWS = 24  # histogram rows drawn; the rest are in summary.csv
@@ -205,7 +205,7 @@ def _histogram_grid(points, title):
         ymax = draw_histogram_row(axes[r][: len(own)], snap, own, predicted=predicted, clip_zero_spike=clip)
         for ax in axes[r][: len(own)]:
             if ymax:
-                ax.set_ylim(0, ymax * 1.15)
+                ax.set_ylim(0, ymax * HEADROOM)
             ax.set_yticks([])
             if r:
                 ax.set_title("")

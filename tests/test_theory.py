@@ -16,6 +16,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from initlab import theory as T
+from initlab import theory_init as TI
 from initlab.activations import get_activation
 from initlab.errors import EngineError
 from initlab.initializers import INITIALIZERS, get_initializer
@@ -291,45 +292,45 @@ def test_weight_variance_matches_drawn_weights(scheme, fans):
     if std is not None:
         kwargs["std"] = std
     W = get_initializer(scheme)(*fans, np.random.default_rng(0), **kwargs)
-    expected = T.weight_variance(scheme, *fans, std=std, gain=1.3)
+    expected = TI.weight_variance(scheme, *fans, std=std, gain=1.3)
     if scheme == "zeros":
         assert expected == 0.0 == np.mean(W * W)
     else:
         assert np.mean(W * W) == pytest.approx(expected, rel=0.03)
     if scheme == "uniform":  # the default bound 1/√fan_in: σ_w² = gain²/3
-        assert fans[0] * T.weight_variance("uniform", *fans, gain=1.3) == pytest.approx(1.69 / 3)
+        assert fans[0] * TI.weight_variance("uniform", *fans, gain=1.3) == pytest.approx(1.69 / 3)
 
 
 def test_sigma_w2_of_schemes():
-    assert T.sigma_w2_of(InitSpec("he_normal"), 100, [100] * 3, "relu") == pytest.approx([2.0] * 3)
-    assert T.sigma_w2_of(InitSpec("kaiming_uniform"), 100, [100] * 3, "relu") == pytest.approx([2.0] * 3)
-    assert T.sigma_w2_of(InitSpec("lecun_normal", gain="auto"), 50, [80, 80], "tanh") == pytest.approx([25 / 9] * 2)
-    first, second = T.sigma_w2_of(InitSpec("xavier_normal"), 784, [100, 100], "sigmoid")
+    assert TI.sigma_w2_of(InitSpec("he_normal"), 100, [100] * 3, "relu") == pytest.approx([2.0] * 3)
+    assert TI.sigma_w2_of(InitSpec("kaiming_uniform"), 100, [100] * 3, "relu") == pytest.approx([2.0] * 3)
+    assert TI.sigma_w2_of(InitSpec("lecun_normal", gain="auto"), 50, [80, 80], "tanh") == pytest.approx([25 / 9] * 2)
+    first, second = TI.sigma_w2_of(InitSpec("xavier_normal"), 784, [100, 100], "sigmoid")
     assert first == pytest.approx(784 * 2 / 884) and second == pytest.approx(1.0)
-    assert T.sigma_w2_of(InitSpec("normal", std=0.01), 100, [100], "sigmoid") == pytest.approx([0.01])
-    assert T.sigma_w2_of(InitSpec("orthogonal"), 100, [100, 50, 200], "tanh") == pytest.approx([1.0, 1.0, 0.25])
+    assert TI.sigma_w2_of(InitSpec("normal", std=0.01), 100, [100], "sigmoid") == pytest.approx([0.01])
+    assert TI.sigma_w2_of(InitSpec("orthogonal"), 100, [100, 50, 200], "tanh") == pytest.approx([1.0, 1.0, 0.25])
     model = build_mlp(300, 10, [300, 300], "relu", InitSpec("he_normal"), np.random.default_rng(0), dtype="float64")
-    assert T.sigma_w2_from_model(model) == pytest.approx([2.0, 2.0], rel=0.02)
+    assert TI.sigma_w2_from_model(model) == pytest.approx([2.0, 2.0], rel=0.02)
     with pytest.raises(EngineError, match="lsuv"):
-        T.sigma_w2_of(InitSpec("lsuv"), 10, [10], "relu")
+        TI.sigma_w2_of(InitSpec("lsuv"), 10, [10], "relu")
 
 
 def test_predict_mlp_wires_config_values():
-    p = T.predict_mlp(InitSpec("he_normal", bias_std=0.1), 784, [100] * 4, "relu", 0.1)
+    p = TI.predict_mlp(InitSpec("he_normal", bias_std=0.1), 784, [100] * 4, "relu", 0.1)
     assert p.sigma_w2 == pytest.approx([2.0] * 4) and p.sigma_b2 == pytest.approx(0.01)
     assert p.q[0] == pytest.approx(2.0 * 0.1 + 0.01) and p.phase == "critical"
-    assert T.predict_mlp(InitSpec("he_normal", bias_std=0.1), 784, [100], "relu", 0.1, bias=False).sigma_b2 == 0.0
-    const = T.predict_mlp(InitSpec("constant"), 10, [10, 10], "sigmoid", 1.0)
+    assert TI.predict_mlp(InitSpec("he_normal", bias_std=0.1), 784, [100], "relu", 0.1, bias=False).sigma_b2 == 0.0
+    const = TI.predict_mlp(InitSpec("constant"), 10, [10, 10], "sigmoid", 1.0)
     d = const.to_dict()
     json.dumps(d, allow_nan=False)
     assert not d["applies"] and d["layers"][0]["std"] is None
-    assert not T.predict_mlp(InitSpec("identity"), 10, [10, 10], "tanh", 1.0).applies
-    bn = T.predict_mlp(InitSpec("normal", std=1.0), 10, [10, 10], "relu", 1.0, batchnorm=True)
+    assert not TI.predict_mlp(InitSpec("identity"), 10, [10, 10], "tanh", 1.0).applies
+    bn = TI.predict_mlp(InitSpec("normal", std=1.0), 10, [10, 10], "relu", 1.0, batchnorm=True)
     assert bn.norm == "batchnorm" and bn.q == [1.0, 1.0]
     with pytest.raises(EngineError, match="lsuv"):
-        T.predict_mlp(InitSpec("lsuv"), 10, [10], "relu", 1.0)
+        TI.predict_mlp(InitSpec("lsuv"), 10, [10], "relu", 1.0)
     model = build_mlp(10, 2, [10, 10], "relu", InitSpec("orthogonal"), np.random.default_rng(0), dtype="float64")
-    assert T.predict_mlp(InitSpec("lsuv"), 10, [10, 10], "relu", 1.0, model=model).sigma_w2 == pytest.approx([1.0, 1.0])
+    assert TI.predict_mlp(InitSpec("lsuv"), 10, [10, 10], "relu", 1.0, model=model).sigma_w2 == pytest.approx([1.0, 1.0])
 
 
 def test_to_dict_is_strict_json_with_per_layer_entries():
