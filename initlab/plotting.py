@@ -77,8 +77,8 @@ def draw_histogram_row(axes, snap, layers, predicted=None, clip_zero_spike=False
             shown = counts[1:] if (clip_zero_spike and st["dead_frac"] and len(counts) > 1) else counts
             ymax = max(ymax, int(shown.max()) if len(shown) else 0)
             if clip_zero_spike and st["dead_frac"] and counts[0] > (shown.max() if len(shown) else 0):
-                ax.annotate(f"↑ {counts[0]} (bar clipped)", xy=(edges[0], 1.0), xycoords=("data", "axes fraction"),
-                            xytext=(3, -12), textcoords="offset points", fontsize=7, color="#8B0000")
+                ax.annotate(f"◀ first bar: {counts[0]}\n   (clipped)", xy=(edges[1], 0.5), xycoords=("data", "axes fraction"),
+                            xytext=(2, 0), textcoords="offset points", fontsize=7, color="#8B0000", va="center")
         else:
             ax.text(0.5, 0.5, "non-finite", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(f"{li + 1}-layer", fontsize=10)
