@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 import numpy as np
 
 import initlab
 from initlab.clipping import clip_grad_norm, clip_grad_value, grad_norm
-from initlab.analysis import merge_prediction
+from initlab.analysis import init_spec, merge_prediction
 from initlab.config import Config
 from initlab.data import Dataset, build_dataset
 from initlab.losses import MSE, SoftmaxCrossEntropy
 from initlab.memory import EVAL_CHUNK, TRAIN_ACC_SAMPLES, check_memory
 from initlab.memory import memory_estimate, memory_limit  # noqa: F401  (re-exported: cli, grid and tests import them from here)
-from initlab.model import MLP, InitSpec, build_mlp
+from initlab.model import MLP, build_mlp
 from initlab.optimizers import make_optimizer
 from initlab.recorder import Recorder
 
@@ -75,10 +75,9 @@ def build(cfg: Config):
     data_ss, init_ss, batch_ss = np.random.SeedSequence(cfg.seed).spawn(3)
     data = build_dataset(cfg.data, np.random.default_rng(data_ss), cfg.model.dtype)
     init = cfg.init
-    spec = InitSpec(
-        scheme="orthogonal" if init.scheme == "lsuv" else init.scheme,
-        std=init.std, gain=init.gain, bias_std=init.bias_std, value=init.value, mode=init.mode,
-    )
+    spec = init_spec(cfg)
+    if init.scheme == "lsuv":  # LSUV starts from orthonormal weights, then rescales on data below
+        spec = replace(spec, scheme="orthogonal")
     init_rng = np.random.default_rng(init_ss)
     m = cfg.model
     model = build_mlp(
@@ -157,7 +156,6 @@ def run(config, out=None, progress: bool = False, on_step: Callable[[int], None]
         except Exception as e:  # recorded in metrics.json; the CLI exits 1
             result.status = "failed"
             result.error = f"{type(e).__name__}: {e}" if not isinstance(e, initlab.InitlabError) else str(e)
-            result.exception = e
         finally:
             guard.disarm()
             np.seterrcall(old_call)
