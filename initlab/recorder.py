@@ -43,8 +43,14 @@ def _num(x):
 
 
 def _moments(arrays):
-    mean = np.array([a.mean(dtype=np.float64) for a in arrays])
-    std = np.array([a.std(dtype=np.float64) for a in arrays])
+    """Mean and std per array, accumulated in float64 without a float64 copy of the data."""
+    mean, std = np.empty(len(arrays)), np.empty(len(arrays))
+    for i, a in enumerate(arrays):
+        flat = a.ravel()
+        m = float(flat.sum(dtype=np.float64)) / flat.size
+        sq = float(np.dot(flat.astype(np.float64, copy=False), flat)) if flat.dtype == np.float64 else float(
+            np.square(flat, dtype=np.float64).sum())
+        mean[i], std[i] = m, np.sqrt(max(sq / flat.size - m * m, 0.0))
     return mean, std
 
 
@@ -61,15 +67,33 @@ def _fit_range(arrays):
 
 def _histograms(arrays, bins, rng_):
     """Counts and edges for every layer, over one common range so panels compare."""
+    fitted = rng_ is None
     rng_ = rng_ or _fit_range(arrays)
     counts = np.zeros((len(arrays), bins), dtype=np.int64)
     edges = np.full((len(arrays), bins + 1), np.nan)
     if rng_ is None:  # non-finite values: nothing sensible to bin
         return counts, edges
+    lo, hi = rng_
     for i, a in enumerate(arrays):
-        c, e = np.histogram(a, bins=bins, range=rng_)
-        counts[i], edges[i] = c, e
+        counts[i] = _bin_counts(a, bins, lo, hi, inside=fitted)
+        edges[i] = np.linspace(lo, hi, bins + 1)
     return counts, edges
+
+
+def _bin_counts(a, bins, lo, hi, inside=False):
+    """Equal-width bin counts over [lo, hi], in the data's own precision (no float64 copy).
+
+    As ``np.histogram(a, bins, (lo, hi))[0]`` (values outside and NaN left out, ``hi`` in the
+    last bin) except for values within rounding of a bin edge; ``inside=True`` says every value
+    is finite and in range (a range fitted to the data), which skips the mask.
+    """
+    flat = a.ravel()
+    if not inside:
+        flat = flat[(flat >= lo) & (flat <= hi)]
+    t = flat.dtype.type if flat.dtype.kind == "f" else np.float64
+    idx = ((flat - t(lo)) * t(bins / (hi - lo))).astype(np.intp)
+    np.clip(idx, 0, bins - 1, out=idx)
+    return np.bincount(idx, minlength=bins)
 
 
 def _fraction(mask_fn, arrays):
