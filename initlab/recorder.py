@@ -90,7 +90,10 @@ def _bin_counts(a, bins, lo, hi, inside=False):
     flat = a.ravel()
     if not inside:
         flat = flat[(flat >= lo) & (flat <= hi)]
-    t = flat.dtype.type if flat.dtype.kind == "f" else np.float64
+    # float32 arithmetic is exact enough unless the range is narrow next to the values themselves
+    # (e.g. 0.5 ± 1e-4), where a float32 grid of values would land on the bin edges.
+    wide = (hi - lo) > 1e-3 * max(abs(lo), abs(hi))
+    t = flat.dtype.type if flat.dtype.kind == "f" and wide else np.float64
     idx = ((flat - t(lo)) * t(bins / (hi - lo))).astype(np.intp)
     np.clip(idx, 0, bins - 1, out=idx)
     return np.bincount(idx, minlength=bins)

@@ -16,10 +16,10 @@ def test_bin_counts_match_numpy_histogram(dtype, kind):
     for mine, ref in ((_bin_counts(a, 30, lo, hi, inside=True), np.histogram(a, 30, (lo, hi))[0]),
                       (_bin_counts(a, 30, 0.0, 1.0), np.histogram(a, 30, (0.0, 1.0))[0])):
         assert mine.sum() == ref.sum()
-        if dtype == np.float64:
+        if kind != "constant-ish":
             np.testing.assert_array_equal(mine, ref)
-        else:  # float32 arithmetic may move a value lying within rounding of an edge to the next bin
-            assert np.abs(mine - ref).max() <= 1 and np.abs(mine - ref).sum() <= 2 * 30
+        else:  # values on a float32 grid that falls on a bin edge may land in the neighbouring bin
+            assert np.abs(mine - ref).sum() <= 0.002 * a.size
 
 
 def test_values_outside_a_given_range_and_nan_are_left_out():
