@@ -94,8 +94,7 @@ def draw_histogram_row(axes, snap, layers, predicted=None, clip_zero_spike=False
     return ymax
 
 
-def plot_activations(run_dir: Path, cfg: dict, metrics: dict | None = None) -> None:
-    arrays = read_npz(run_dir / "activations.npz")
+def plot_activations(run_dir: Path, cfg: dict, metrics: dict | None, arrays: dict) -> None:
     snaps = unstack(arrays)
     rows = [snaps[0]] + ([snaps[-1]] if len(snaps) > 1 else [])
     n_layers = len(snaps[0].data["act_std"])
@@ -149,8 +148,7 @@ def smoothing_window(n: int) -> int:
     return max(1, min(50, n // 20))
 
 
-def plot_loss(run_dir: Path, cfg: dict, metrics: dict | None = None) -> None:
-    h = read_history(run_dir / "history.csv")
+def plot_loss(run_dir: Path, cfg: dict, metrics: dict | None, h: dict) -> None:
     has_acc = "eval_acc" in h and np.isfinite(h["eval_acc"]).any()
     fig = figure(11 if has_acc else 6.5, 4)
     axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
@@ -192,25 +190,17 @@ def plot_loss(run_dir: Path, cfg: dict, metrics: dict | None = None) -> None:
     save_png(fig, run_dir / "loss.png")
 
 
-def plot_gradients(run_dir: Path, cfg: dict, metrics: dict | None = None) -> None:
-    arrays = read_npz(run_dir / "activations.npz")
-    hist_path = run_dir / "history.csv"
-    h = read_history(hist_path) if hist_path.exists() else None
+def plot_gradients(run_dir: Path, cfg: dict, metrics: dict | None, arrays: dict, h: dict | None) -> None:
     has_curve = h is not None and np.isfinite(h.get("grad_norm", np.array([]))).any()
     fig = figure(11 if has_curve else 6.5, 4)
     axes = fig.subplots(1, 2 if has_curve else 1, squeeze=False)[0]
     ax = axes[0]
     g = arrays["grad_norm"]
     layers = np.arange(1, g.shape[1] + 1)
-    for k, color in ((0, "#4C72B0"), (len(g) - 1, "#DD8452")):
-        if k == len(g) - 1 and k == 0:
-            continue
+    shown = [(0, "#4C72B0")] + ([(len(g) - 1, "#DD8452")] if len(g) > 1 else [])  # init, and the last snapshot
+    for k, color in shown:
         label = "at init" if arrays["steps"][k] == 0 else f"after {arrays['steps'][k]} steps"
-        vals = np.where(g[k] > 0, g[k], np.nan)
-        ax.plot(layers, vals, "o-", color=color, label=label)
-    if len(g) == 1:
-        vals = np.where(g[0] > 0, g[0], np.nan)
-        ax.plot(layers, vals, "o-", color="#4C72B0", label="at init")
+        ax.plot(layers, np.where(g[k] > 0, g[k], np.nan), "o-", color=color, label=label)
     if np.nanmax(np.where(g > 0, g, np.nan), initial=0) > 0:
         ax.set_yscale("log")
     ax.set_xlabel("hidden layer")
@@ -281,15 +271,17 @@ def plot_run(run_dir, metrics: dict | None = None, cfg=None) -> list[Path]:
         cfg = cfg.to_dict()
     if metrics is None and (run_dir / "metrics.json").exists():
         metrics = read_json(run_dir / "metrics.json")
+    history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").exists() else None
     written = []
     if (run_dir / "activations.npz").exists():
-        plot_activations(run_dir, cfg, metrics)
-        plot_gradients(run_dir, cfg, metrics)
+        arrays = read_npz(run_dir / "activations.npz")
+        plot_activations(run_dir, cfg, metrics, arrays)
+        plot_gradients(run_dir, cfg, metrics, arrays, history)
         written += [run_dir / "activations.png", run_dir / "gradients.png"]
     if (run_dir / "jacobian.npz").exists():
         plot_jacobian(run_dir, cfg, metrics)
         written.append(run_dir / "jacobian.png")
-    if (run_dir / "history.csv").exists() and len(read_history(run_dir / "history.csv").get("step", [])):
-        plot_loss(run_dir, cfg, metrics)
+    if history is not None and len(history.get("step", [])):
+        plot_loss(run_dir, cfg, metrics, history)
         written.append(run_dir / "loss.png")
     return written
