@@ -23,9 +23,9 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 try:
-    from initlab.losses import SoftmaxCrossEntropy
-    from initlab.model import InitSpec, build_mlp
-    from initlab.optimizers import SGD
+    from initlab.engine.losses import SoftmaxCrossEntropy
+    from initlab.engine.model import InitSpec, build_mlp
+    from initlab.engine.optimizers import SGD
 except ImportError as e:  # pragma: no cover - a usage hint, not a code path
     sys.exit(f"Error: cannot import initlab ({e}); install it (pip install -e .) or set PYTHONPATH to the repo root")
 

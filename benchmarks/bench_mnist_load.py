@@ -15,7 +15,7 @@ import tempfile
 
 CHILD = """
 import time
-from initlab.mnist import load_mnist
+from initlab.data.mnist import load_mnist
 t = time.perf_counter(); load_mnist(); first = time.perf_counter() - t
 t = time.perf_counter(); load_mnist(); again = time.perf_counter() - t
 print(first, again)

@@ -23,7 +23,7 @@ import time
 try:
     import initlab
     from initlab.experiment import run
-    from initlab.sweep import make_plan
+    from initlab.sweeps.plan import make_plan
 except ImportError as e:  # pragma: no cover - a usage hint, not a code path
     sys.exit(f"Error: cannot import initlab ({e}); install it (pip install -e .) or set PYTHONPATH to the repo root")
 

@@ -53,7 +53,7 @@ def main():
     names = [args.only] if args.only else list(REFERENCE_S)
     with tempfile.TemporaryDirectory() as out:
         # warm the decoded-MNIST cache so that every experiment starts equal
-        subprocess.run([sys.executable, "-c", "from initlab.mnist import load_mnist; load_mnist()"], check=True)
+        subprocess.run([sys.executable, "-c", "from initlab.data.mnist import load_mnist; load_mnist()"], check=True)
         rows = []
         for name in names:
             wall, result = run_sweep(name, args.workers, out)

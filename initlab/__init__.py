@@ -15,7 +15,7 @@ _LAZY = {
     "load_config": ("initlab.config", "load_config"),
     "run": ("initlab.experiment", "run"),
     "Result": ("initlab.experiment", "Result"),
-    "sweep": ("initlab.sweep", "sweep"),
+    "sweep": ("initlab.sweeps.runner", "sweep"),
 }
 
 

@@ -16,17 +16,17 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from initlab.activations import ACTIVATIONS
-from initlab.errors import ConfigError, _short, unknown_name
-from initlab.initializers import ALIASES, INITIALIZERS, STD_SCHEMES
-from initlab.optimizers import OPTIMIZERS
+from initlab.data.datasets import DATASETS
+from initlab.engine.activations import ACTIVATIONS
+from initlab.engine.initializers import ALIASES, INITIALIZERS, STD_SCHEMES
+from initlab.engine.lsuv import DATA_DEPENDENT
+from initlab.engine.optimizers import OPTIMIZERS
+from initlab.errors import ConfigError, short, unknown_name
 from initlab.yamlio import check_shape, parse_value, read_yaml
-from initlab.yamlio import MAX_CONFIG_BYTES, MAX_NESTING, MAX_NODES, parse_yaml  # noqa: F401  (re-exported)
 
 _SECTIONS = ("data", "model", "init", "optimizer", "train", "record")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-DATA_KINDS = ("gaussian", "mnist", "regression", "teacher")
-INIT_SCHEMES = tuple(INITIALIZERS) + tuple(ALIASES) + ("lsuv",)
+INIT_SCHEMES = tuple(INITIALIZERS) + tuple(ALIASES) + tuple(DATA_DEPENDENT)
 DEFAULT_NAME = "default"
 
 
@@ -37,7 +37,7 @@ class Section(BaseModel):
 def _choice(kind, choices):
     def check(value):
         if value not in choices:
-            raise ValueError(unknown_name(kind, _short(value), choices))
+            raise ValueError(unknown_name(kind, short(value), choices))
         return value
 
     return check
@@ -53,7 +53,7 @@ class Data(Section):
     noise: float = Field(0.5, ge=0)
     scale: float = Field(1.0, gt=0)  # std of the synthetic Gaussian inputs
 
-    _kind = field_validator("kind")(classmethod(lambda cls, v: _choice("data kind", DATA_KINDS)(v)))
+    _kind = field_validator("kind")(classmethod(lambda cls, v: _choice("data kind", DATASETS)(v)))
 
     @model_validator(mode="before")
     @classmethod
@@ -193,7 +193,7 @@ class Config(Section):
     @classmethod
     def _name(cls, v):
         if not NAME_RE.match(v) or len(v) > 100:
-            raise ValueError(f"'{_short(v)}' is not a valid name (letters, digits, '.', '_', '-'; it becomes a folder)")
+            raise ValueError(f"'{short(v)}' is not a valid name (letters, digits, '.', '_', '-'; it becomes a folder)")
         return v
 
     @field_validator("sweep")
@@ -260,7 +260,7 @@ def _format_error(err: ValidationError) -> str:
         msg = f"must be a mapping, got {type(e.get('input')).__name__}"
     elif e["type"] != "value_error":
         given = e.get("input")
-        got = {dict: "a mapping", list: "a list"}.get(type(given)) or _short(repr(given))
+        got = {dict: "a mapping", list: "a list"}.get(type(given)) or short(repr(given))
         msg = f"{msg[0].lower()}{msg[1:]} (got {got})"
     # A section-level check names its own key ("features: ..."): attach it to the section.
     m = re.match(r"^([a-z_]+): (.*)$", msg)
@@ -281,19 +281,19 @@ def validate(raw: Any, default_name: str = DEFAULT_NAME) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_error(e)) from None
-    except RecursionError:
-        raise ConfigError("the config is nested too deeply") from None
+        raise ConfigError(_format_error(e)) from e
+    except RecursionError as e:
+        raise ConfigError("the config is nested too deeply") from e
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``"model.depth=10"`` → ``("model.depth", 10)``; the value is a YAML flow scalar."""
     if "=" not in text:
-        raise ConfigError(f"--set {_short(repr(text))}: expected KEY=VALUE, e.g. --set model.depth=10")
+        raise ConfigError(f"--set {short(repr(text))}: expected KEY=VALUE, e.g. --set model.depth=10")
     key, _, value = text.partition("=")
     key = key.strip()
     if not key or not all(re.match(r"^[A-Za-z_][A-Za-z0-9_]*\Z", p) for p in key.split(".")):
-        raise ConfigError(f"--set {_short(repr(text))}: '{_short(key)}' is not a dotted key path like model.depth")
+        raise ConfigError(f"--set {short(repr(text))}: '{short(key)}' is not a dotted key path like model.depth")
     return key, parse_value(value, f"--set {key}")
 
 
@@ -319,6 +319,20 @@ def apply_override(raw: dict, key: str, value: Any) -> dict:
     return out
 
 
+def read_config_file(path) -> tuple[dict, str]:
+    """A config file's raw mapping (an empty file is the empty mapping) and the name its stem gives
+    (made folder-safe: the stem of ``my config.yaml`` is ``my_config``)."""
+    raw = read_yaml(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    name = Path(path).stem
+    if not NAME_RE.match(name):
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip("._-") or DEFAULT_NAME
+    return raw, name
+
+
 def load_config(source: Union[str, Path, dict, None] = None, overrides=(), seed: int | None = None) -> Config:
     """Load a config from a path, a mapping or None (the embedded default) and apply overrides.
 
@@ -330,13 +344,7 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides=(), seed:
         check_shape(source, "config")
         raw, name = copy.deepcopy(source), DEFAULT_NAME
     else:
-        raw, name = read_yaml(source), Path(source).stem
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
-        if not NAME_RE.match(name):
-            name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip("._-") or DEFAULT_NAME
+        raw, name = read_config_file(source)
     for item in overrides:
         key, value = parse_override(item) if isinstance(item, str) else item
         raw = apply_override(raw, key, value)

@@ -17,6 +17,18 @@ class EngineError(InitlabError):
     """Wrong shapes, unknown names or impossible values given to the engine."""
 
 
+class RuntimeStateError(InitlabError):
+    """The world is not in a state that lets the command go on: a sweep's lock is held by another
+    process, a Dask scheduler cannot be reached. Not a mistake in the config, but the command line
+    reports it like one (exit code 2): nothing ran, and the same command can simply be retried."""
+
+
+def describe(error: BaseException) -> str:
+    """The one-line message for an error: initlab's own errors speak for themselves; anything else
+    (a bug, an OS error) is named by its class so that it can be reported."""
+    return str(error) if isinstance(error, InitlabError) else f"{type(error).__name__}: {error}"
+
+
 def unknown_name(kind: str, name: str, choices) -> str:
     """Message for an unknown registry name, with the closest valid choice."""
     import difflib
@@ -27,7 +39,7 @@ def unknown_name(kind: str, name: str, choices) -> str:
     return f"unknown {kind} '{name}'{hint}"
 
 
-def _short(value, limit: int = 60) -> str:
+def short(value, limit: int = 60) -> str:
     """``value`` for an error message: printable, and cut to ``limit`` characters."""
     text = value if isinstance(value, str) else repr(value)
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
@@ -44,8 +56,8 @@ def check_number(name: str, value, lo: float = float("-inf"), hi: float = float(
         raise EngineError(f"{name} must be a number, got {value!r}")
     try:
         v = float(value)
-    except (TypeError, ValueError):
-        raise EngineError(f"{name} must be a number, got {value!r}") from None
+    except (TypeError, ValueError) as e:
+        raise EngineError(f"{name} must be a number, got {value!r}") from e
     above = v > lo if lo_open else v >= lo
     below = v < hi if hi_open else v <= hi
     if not (above and below):  # also catches NaN

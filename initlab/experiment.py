@@ -1,7 +1,7 @@
 """One experiment: config → data, model, optimizer → training loop → recorder → :class:`Result`.
 
 ``run(config, out=None)`` returns the result in memory; with ``out`` it also writes the run
-directory (see :mod:`initlab.rundir`). Randomness comes from one ``numpy.random.Generator``
+directory (see :mod:`initlab.output.rundir`). Randomness comes from one ``numpy.random.Generator``
 tree seeded by ``config.seed``: data, weights and minibatches each get their own stream, so
 recording or evaluating more often never changes what is trained.
 """
@@ -15,16 +15,17 @@ from typing import Callable, Optional
 import numpy as np
 
 import initlab
-from initlab.clipping import clip_grad_norm, clip_grad_value, grad_norm
-from initlab.analysis import init_spec, merge_prediction
 from initlab.config import Config
-from initlab.data import Dataset, build_dataset
-from initlab.losses import MSE, SoftmaxCrossEntropy
+from initlab.data.datasets import build_dataset
+from initlab.engine.clipping import clip_grad_norm, clip_grad_value, grad_norm
+from initlab.engine.losses import LOSSES, TASK_LOSSES
+from initlab.engine.lsuv import DATA_DEPENDENT
+from initlab.engine.model import MLP, build_mlp
+from initlab.engine.optimizers import make_optimizer
+from initlab.errors import describe
 from initlab.memory import EVAL_CHUNK, TRAIN_ACC_SAMPLES, check_memory
-from initlab.memory import memory_estimate, memory_limit  # noqa: F401  (re-exported: cli, grid and tests import them from here)
-from initlab.model import MLP, build_mlp
-from initlab.optimizers import make_optimizer
 from initlab.recorder import Recorder
+from initlab.theory.measure import init_spec, merge_prediction
 
 
 @dataclass
@@ -37,8 +38,14 @@ class Result:
     model: Optional[MLP] = None
     run_dir: Optional[str] = None
     error: Optional[str] = None
-    prediction: Optional[dict] = None  # mean-field prediction at init (initlab.theory)
+    exception: Optional[BaseException] = field(default=None, repr=False)  # why a failed run failed
+    prediction: Optional[dict] = None  # mean-field prediction at init (initlab.theory.meanfield)
     jacobian: Optional[np.ndarray] = None  # singular values at init, (inputs, k)
+
+    def reraise(self) -> None:
+        """Raise the exception that failed this run (with its traceback); nothing when it did not fail."""
+        if self.exception is not None:
+            raise self.exception
 
     def __repr__(self) -> str:
         return f"Result(status={self.status!r}, run_dir={self.run_dir!r}, steps_done={self.metrics.get('steps_done')})"
@@ -76,8 +83,9 @@ def build(cfg: Config):
     data = build_dataset(cfg.data, np.random.default_rng(data_ss), cfg.model.dtype)
     init = cfg.init
     spec = init_spec(cfg)
-    if init.scheme == "lsuv":  # LSUV starts from orthonormal weights, then rescales on data below
-        spec = replace(spec, scheme="orthogonal")
+    data_dependent = DATA_DEPENDENT.get(init.scheme)
+    if data_dependent:  # drawn by its data-free start, then adjusted on data below
+        spec = replace(spec, scheme=data_dependent.start)
     init_rng = np.random.default_rng(init_ss)
     m = cfg.model
     model = build_mlp(
@@ -86,12 +94,10 @@ def build(cfg: Config):
         slope=m.slope, bn_momentum=m.bn_momentum,
     )
     extra = {}
-    if init.scheme == "lsuv":
-        from initlab.lsuv import lsuv_init
-
+    if data_dependent:
         batch = data.x_train[: min(len(data.x_train), max(cfg.train.batch_size, 500))]
-        extra["lsuv_passes"] = lsuv_init(model, batch, tol=init.lsuv_tol, rng=init_rng)
-    loss = SoftmaxCrossEntropy() if data.task == "classification" else MSE()
+        extra[data_dependent.metric] = data_dependent.apply(model, batch, tol=init.lsuv_tol, rng=init_rng)
+    loss = LOSSES[TASK_LOSSES[data.task]]()
     o = cfg.optimizer
     opt = make_optimizer(o.name, o.lr, o.weight_decay, momentum=o.momentum, beta1=o.beta1,
                          beta2=o.beta2, alpha=o.alpha, eps=o.eps)
@@ -105,9 +111,9 @@ def evaluate(model: MLP, loss, x, y) -> tuple[float, Optional[float]]:
         out = model.forward(x[i:i + EVAL_CHUNK], train=False)
         yi = y[i:i + EVAL_CHUNK]
         total += loss.forward(out, yi) * len(out)
-        if isinstance(loss, SoftmaxCrossEntropy):
+        if loss.classifies:
             correct += int(np.sum(np.argmax(out, axis=1) == yi))
-    acc = correct / n if isinstance(loss, SoftmaxCrossEntropy) else None
+    acc = correct / n if loss.classifies else None
     return total / n, acc
 
 
@@ -122,50 +128,77 @@ def _cut(history: dict, n: int) -> dict:
     return {k: v[:n] for k, v in history.items()}
 
 
-def run(config, out=None, progress: bool = False, on_step: Callable[[int], None] | None = None) -> Result:
-    """Run one experiment. ``config``: a :class:`Config`, a mapping or a YAML path.
-
-    With ``out`` (a folder), the run directory ``<out>/<name>/<timestamp>/`` is written;
-    ``result.run_dir`` names it. KeyboardInterrupt ends the run with status ``interrupted``.
-    """
+def _as_config(config) -> Config:
     from initlab.config import load_config
 
-    cfg = config if isinstance(config, Config) else load_config(config)
-    check_memory(cfg)
-    from initlab.output import SignalGuard
+    return config if isinstance(config, Config) else load_config(config)
 
+
+def train(config, progress: bool = False, on_step: Callable[[int], None] | None = None,
+          on_start: Callable[[], None] | None = None) -> Result:
+    """Build and train one experiment in memory: no files, no signal handlers.
+
+    ``config``: a :class:`Config`, a mapping or a YAML path. KeyboardInterrupt ends training with
+    status ``interrupted`` (the steps done so far are kept); any other error gives status
+    ``failed`` with ``result.error`` (its message) and ``result.exception`` (to re-raise).
+    ``on_start`` is called once, just before building begins (``run`` lets signals through then).
+    """
+    cfg = _as_config(config)
+    check_memory(cfg)
+    result = Result(config=cfg)
+    t0 = time.perf_counter()
+    counter, caught = _WarningCounter(), []
+    old_call = np.seterrcall(counter)
+    try:
+        with np.errstate(all="call"), warnings.catch_warnings(record=True) as caught, blas_threads():
+            warnings.simplefilter("always")
+            if on_start is not None:
+                on_start()
+            _train(cfg, result, progress, on_step)
+    except KeyboardInterrupt:
+        result.status = "interrupted"
+    except Exception as e:  # recorded in metrics.json; the CLI exits 1
+        result.status = "failed"
+        result.error = describe(e)
+        result.exception = e
+    finally:
+        np.seterrcall(old_call)
+    result.metrics.setdefault("timing", {})["total_s"] = time.perf_counter() - t0
+    if caught:  # Python-level warnings (e.g. from NumPy reductions) are counted, not printed
+        notes = dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)
+        result.metrics.setdefault("warnings", []).extend(list(notes)[:10])
+    _finish_metrics(cfg, result, counter.count + len(caught))
+    return result
+
+
+def run(config, out=None, progress: bool = False, on_step: Callable[[int], None] | None = None, *,
+        run_dir=None, figures: bool = True) -> Result:
+    """Run one experiment: :func:`train`, then (with ``out`` or ``run_dir``) write its run directory.
+
+    ``out``: an output root; the run directory ``<out>/<name>/<timestamp>/`` is created.
+    ``run_dir``: an existing or new folder to write into (how sweep workers write their points).
+    ``result.run_dir`` names it. ``figures=False`` skips the PNGs (``initlab plot`` draws them later).
+    """
+    from initlab.output.rundir import RunWriter
+    from initlab.output.signals import SignalGuard
+
+    cfg = _as_config(config)
+    check_memory(cfg)
     # Signals interrupt training only; while the run directory is created and while results are
     # written they wait, so a second Ctrl-C never cuts a file in half (see SignalGuard).
     with SignalGuard() as guard:
         writer = None
-        if out is not None:
-            from initlab.rundir import RunWriter
-
+        if run_dir is not None:
+            writer = RunWriter.open(run_dir, cfg)
+        elif out is not None:
             writer = RunWriter.create(out, cfg)
-        result = Result(config=cfg, run_dir=str(writer.path) if writer else None)
-        t0 = time.perf_counter()
-        counter, caught = _WarningCounter(), []
-        old_call = np.seterrcall(counter)
         try:
-            with np.errstate(all="call"), warnings.catch_warnings(record=True) as caught, blas_threads():
-                warnings.simplefilter("always")
-                guard.arm()
-                _train(cfg, result, progress, on_step)
-        except KeyboardInterrupt:
-            result.status = "interrupted"
-        except Exception as e:  # recorded in metrics.json; the CLI exits 1
-            result.status = "failed"
-            result.error = f"{type(e).__name__}: {e}" if not isinstance(e, initlab.InitlabError) else str(e)
+            result = train(cfg, progress, on_step, on_start=guard.arm)
         finally:
             guard.disarm()
-            np.seterrcall(old_call)
-        result.metrics.setdefault("timing", {})["total_s"] = time.perf_counter() - t0
-        if caught:  # Python-level warnings (e.g. from NumPy reductions) are counted, not printed
-            notes = dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)
-            result.metrics.setdefault("warnings", []).extend(list(notes)[:10])
-        _finish_metrics(cfg, result, counter.count + len(caught))
         if writer is not None:
-            writer.write(result)
+            result.run_dir = str(writer.path)
+            writer.write(result, figures=figures)
     return result
 
 
@@ -188,7 +221,6 @@ def _train(cfg: Config, result: Result, progress: bool, on_step) -> None:
     result.history = hist
     result.metrics["steps_done"] = 0
     params = model.params()
-    clip_norm, clip_value = cfg.train.clip_norm, cfg.train.clip_value
     every, eval_every = cfg.record.every, cfg.train.eval_every
     train_acc_x = data.x_train[:TRAIN_ACC_SAMPLES]
     train_acc_y = data.y_train[:TRAIN_ACC_SAMPLES]
@@ -198,21 +230,9 @@ def _train(cfg: Config, result: Result, progress: bool, on_step) -> None:
         for i in range(steps):
             t = time.perf_counter()
             idx = batch_rng.integers(0, n, size=bs)  # with replacement, as the textbook's np.random.choice
-            xb, yb = data.x_train[idx], data.y_train[idx]
-            value = loss.forward(model.forward(xb, train=True), yb)
-            hist["train_loss"][i] = value
-            if not np.isfinite(value):
+            if not _step(model, loss, opt, params, data.x_train[idx], data.y_train[idx], cfg.train, hist, i):
                 result.status = "diverged"
                 break
-            model.backward(loss.backward(), input_grad=False)  # dL/dx is never used
-            gnorm = clip_grad_norm(params, clip_norm) if clip_norm else grad_norm(params)
-            hist["grad_norm"][i] = gnorm
-            if not np.isfinite(gnorm):
-                result.status = "diverged"
-                break
-            if clip_value:
-                clip_grad_value(params, clip_value)
-            opt.step(params)
             done = i + 1
             timing["train_s"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -239,9 +259,28 @@ def _train(cfg: Config, result: Result, progress: bool, on_step) -> None:
         timing["record_s"] += time.perf_counter() - t
 
 
+def _step(model, loss, opt, params, xb, yb, train_cfg, hist, i) -> bool:
+    """One training step on a minibatch, its loss and gradient norm logged in row ``i`` of the
+    history; False (and no update) when either is non-finite."""
+    value = loss.forward(model.forward(xb, train=True), yb)
+    hist["train_loss"][i] = value
+    if not np.isfinite(value):
+        return False
+    model.backward(loss.backward(), input_grad=False)  # dL/dx is never used
+    clip_norm = train_cfg.clip_norm
+    gnorm = clip_grad_norm(params, clip_norm) if clip_norm else grad_norm(params)
+    hist["grad_norm"][i] = gnorm
+    if not np.isfinite(gnorm):
+        return False
+    if train_cfg.clip_value:
+        clip_grad_value(params, train_cfg.clip_value)
+    opt.step(params)
+    return True
+
+
 def _evaluate_into(hist, i, model, loss, data, train_x, train_y) -> None:
     hist["eval_loss"][i], hist["eval_acc"][i] = _nan(evaluate(model, loss, data.x_eval, data.y_eval))
-    if isinstance(loss, SoftmaxCrossEntropy):
+    if loss.classifies:
         hist["train_acc"][i] = evaluate(model, loss, train_x, train_y)[1]
 
 
@@ -261,8 +300,8 @@ def _progress_bar(total: int, name: str):
 
 def _analyse(cfg: Config, model: MLP, probe_x, result: Result) -> None:
     """Mean-field prediction and Jacobian spectrum at init; a failure here costs a warning, not the run."""
-    from initlab.analysis import predict_for, spectrum_for
-    from initlab.jacobian import jacobian_summary
+    from initlab.theory.jacobian import jacobian_summary
+    from initlab.theory.measure import predict_for, spectrum_for
 
     try:
         result.prediction = predict_for(cfg, probe_x, model).to_dict()
@@ -302,9 +341,6 @@ def _finish_metrics(cfg: Config, result: Result, warnings: int) -> None:
     timing = m.setdefault("timing", {})
     for k in ("total_s", "train_s", "record_s"):
         timing.setdefault(k, 0.0)
-    # Put the contract's keys first, in the order SPEC lists them.
-    order = ["status", "initlab_version", "config_hash", "name", "seed", "steps_done", "final", "layers", "timing"]
-    result.metrics = {**{k: m[k] for k in order if k in m}, **{k: v for k, v in m.items() if k not in order}}
 
 
 def _final(result: Result) -> dict:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from initlab.clipping import grad_norm
-from initlab.layers import BatchNorm
+from initlab.engine.clipping import grad_norm
+from initlab.numbers import finite_or_none
 
 # Arrays stored per snapshot, each of shape (n_layers,) or (n_layers, bins[+1]).
 FIELDS = (
@@ -29,7 +29,7 @@ class Snapshot:
     def layer(self, i: int) -> dict:
         """Scalar statistics of hidden layer ``i`` (0-based) as plain floats (None where n/a)."""
         keys = ("act_mean", "act_std", "saturated_frac", "dead_frac", "preact_mean", "preact_std", "grad_norm", "unit_std")
-        out = {k: _num(self.data[k][i]) for k in keys}
+        out = {k: finite_or_none(self.data[k][i]) for k in keys}
         return {
             "mean": out["act_mean"], "std": out["act_std"], "saturated_frac": out["saturated_frac"],
             "dead_frac": out["dead_frac"], "preact_mean": out["preact_mean"], "preact_std": out["preact_std"],
@@ -37,9 +37,6 @@ class Snapshot:
         }
 
 
-def _num(x):
-    x = float(x)
-    return x if np.isfinite(x) else None
 
 
 def _moments(arrays):
@@ -114,14 +111,10 @@ class Recorder:
         self.snapshots: list[Snapshot] = []
 
     def snapshot(self, model, step: int) -> Snapshot:
-        saved = [(b.norm, b.norm.running_mean.copy(), b.norm.running_var.copy())
-                 for b in model.blocks if isinstance(b.norm, BatchNorm)]
-        out = model.forward(self.probe_x, train=True)
-        self.loss.forward(out, self.probe_y)
-        model.backward(self.loss.backward(), input_grad=False)
-        for norm, mean, var in saved:
-            norm.running_mean[...] = mean
-            norm.running_var[...] = var
+        with model.running_stats_kept():
+            out = model.forward(self.probe_x, train=True)
+            self.loss.forward(out, self.probe_y)
+            model.backward(self.loss.backward(), input_grad=False)
         acts = [b.output for b in model.blocks]
         pre = [b.preact for b in model.blocks]
         act = model.blocks[0].act.activation

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 
 def registries() -> dict[str, list[str]]:
-    from initlab.activations import ACTIVATIONS
-    from initlab.data import DATASETS
-    from initlab.initializers import ALIASES, INITIALIZERS
-    from initlab.optimizers import OPTIMIZERS
+    from initlab.data.datasets import DATASETS
+    from initlab.engine.activations import ACTIVATIONS
+    from initlab.engine.initializers import ALIASES, INITIALIZERS
+    from initlab.engine.lsuv import DATA_DEPENDENT
+    from initlab.engine.optimizers import OPTIMIZERS
 
     return {
         "activations": list(ACTIVATIONS),
-        "init schemes": [*INITIALIZERS, *ALIASES, "lsuv"],
+        "init schemes": [*INITIALIZERS, *ALIASES, *DATA_DEPENDENT],
         "optimizers": list(OPTIMIZERS),
         "data kinds": list(DATASETS),
     }

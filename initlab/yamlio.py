@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from initlab.errors import ConfigError, _short
+from initlab.errors import ConfigError, short
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_NESTING = 32  # a real config is at most ~5 levels deep (sweep axis → list → mapping → list)
@@ -31,16 +31,16 @@ def read_yaml(path: str | Path) -> Any:
             data = f.read(MAX_CONFIG_BYTES + 1)
         if len(data) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path}: config files over 1 MiB are refused")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: permission denied") from None
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: no such config file") from e
+    except PermissionError as e:
+        raise ConfigError(f"{path}: permission denied") from e
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from e
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from e
     return parse_yaml(text, str(path))
 
 
@@ -55,7 +55,7 @@ class _Loader(yaml.SafeLoader):
                 if key_node.value in seen:
                     raise yaml.constructor.ConstructorError(
                         "while constructing a mapping", node.start_mark,
-                        f"the key '{_short(key_node.value)}' is given twice", key_node.start_mark)
+                        f"the key '{short(key_node.value)}' is given twice", key_node.start_mark)
                 seen.add(key_node.value)
         return super().construct_mapping(node, deep)
 
@@ -98,11 +98,11 @@ def parse_yaml(text: str, where: str = "<config>") -> Any:
         mark = e.problem_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = e.problem or str(e).splitlines()[0]
-        raise ConfigError(f"{where}: YAML error{at}: {problem}") from None
+        raise ConfigError(f"{where}: YAML error{at}: {problem}") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: YAML error: {str(e).splitlines()[0]}") from None
-    except RecursionError:
-        raise ConfigError(f"{where}: the document is nested too deeply") from None
+        raise ConfigError(f"{where}: YAML error: {str(e).splitlines()[0]}") from e
+    except RecursionError as e:
+        raise ConfigError(f"{where}: the document is nested too deeply") from e
     check_shape(data, where)
     return data
 
@@ -112,8 +112,8 @@ def parse_value(value: str, where: str) -> Any:
         parsed = _load(value) if value.strip() else ""
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}: cannot parse {_short(repr(value))} ({problem})") from None
-    except RecursionError:
-        raise ConfigError(f"{where}: value nested too deeply") from None
+        raise ConfigError(f"{where}: cannot parse {short(repr(value))} ({problem})") from e
+    except RecursionError as e:
+        raise ConfigError(f"{where}: value nested too deeply") from e
     check_shape(parsed, where)
     return parsed

@@ -25,6 +25,25 @@ def _one_blas_thread():
 
 
 @pytest.fixture
+def runner(tmp_path, monkeypatch):
+    """Click's test runner, in a fresh working directory (so ``outputs/`` lands in tmp_path)."""
+    from click.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+def strict_json(text: str):
+    """``json.loads`` that refuses NaN and Infinity, as a strict consumer of initlab's JSON would."""
+    import json
+
+    def refuse(name):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture
 def configs_dir() -> Path:
     return CONFIGS
 

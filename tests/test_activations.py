@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from initlab.activations import ACTIVATIONS, SELU_ALPHA, SELU_LAMBDA, get_activation, leaky_relu
+from initlab.engine.activations import ACTIVATIONS, SELU_ALPHA, SELU_LAMBDA, get_activation, leaky_relu
 from initlab.errors import EngineError
 
 LAM = 1.0507009873554804934193349852946

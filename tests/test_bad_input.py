@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from initlab.cli import cli
 
@@ -114,10 +113,9 @@ def _params():
 
 
 @pytest.fixture
-def runner(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def runner(runner, monkeypatch):
     monkeypatch.delenv("INITLAB_MEMORY_LIMIT", raising=False)
-    return CliRunner()
+    return runner
 
 
 def _results_written(root: Path) -> list[Path]:
@@ -166,7 +164,7 @@ def test_memory_limit_is_overridable(runner, monkeypatch):
 
 def test_memory_estimate_scales_with_the_config():
     from initlab.config import load_config
-    from initlab.experiment import check_memory, memory_estimate
+    from initlab.memory import check_memory, memory_estimate
 
     small = sum(memory_estimate(load_config({})).values())
     assert 1 << 20 < small < 1 << 30

@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from initlab.clipping import clip_grad_norm, clip_grad_value, grad_norm
+from initlab.engine.clipping import clip_grad_norm, clip_grad_value, grad_norm
+from initlab.engine.layers import Parameter
 from initlab.errors import EngineError
-from initlab.layers import Parameter
 
 
 def params_with(*grads, dtype=np.float64):

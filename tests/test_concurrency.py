@@ -6,7 +6,7 @@ import subprocess
 import sys
 import threading
 
-from initlab.output import make_unique_dir, read_json
+from initlab.output.files import make_unique_dir, read_json
 
 SMALL = ["--set", "data.samples=50", "--set", "data.eval_samples=20", "--set", "model.width=10",
          "--set", "model.depth=1", "--set", "record.samples=50"]
@@ -33,8 +33,8 @@ def test_runs_started_together_get_distinct_dirs(tmp_path):
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(
-        "import initlab.output\n"
-        f"initlab.output.timestamp = lambda t=None: {FROZEN_STAMP!r}\n"
+        "import initlab.output.files\n"
+        f"initlab.output.files.timestamp = lambda t=None: {FROZEN_STAMP!r}\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "INITLAB_DEBUG"}
     frozen = dict(env, PYTHONPATH=os.pathsep.join([str(hook), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import initlab
-from initlab.data import DATASETS, Dataset, standardize
+from initlab.data.datasets import DATASETS, Dataset, standardize
 from initlab.experiment import build
 
 

@@ -1,6 +1,5 @@
 """A net that overflows finishes as ``diverged``: history up to the last finite step, figures drawn,
 NumPy warnings counted in metrics.json instead of printed, exit 0 (3 with --fail-on-diverge)."""
-import json
 import math
 import os
 import subprocess
@@ -8,9 +7,10 @@ import sys
 import warnings
 
 import pytest
+from conftest import strict_json
 
 import initlab
-from initlab.output import read_history
+from initlab.output.files import read_history
 
 # ReLU, randn·10 weights, SGD lr 10: the loss overflows after a step or two.
 EXPLODE = ["--set", "model.activation=relu", "--set", "init.scheme=normal", "--set", "init.std=10",
@@ -37,11 +37,6 @@ def invoke(tmp_path, monkeypatch, *args):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
-def strict_json(text: str):
-    def refuse(token):
-        raise AssertionError(f"non-strict JSON token {token}")
-
-    return json.loads(text, parse_constant=refuse)
 
 
 def test_divergence_is_recorded_not_spammed(tmp_path):

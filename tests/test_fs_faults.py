@@ -9,18 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-import initlab.output
+import initlab.output.files
 from initlab.cli import cli
 
 TRAIN = ["--set", "train.steps=20", "--set", "data.samples=200", "--set", "train.eval_every=10"]
-
-
-@pytest.fixture
-def runner(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
 
 
 def one_error_line(res) -> str:
@@ -77,7 +70,7 @@ def test_output_root_not_writable_for_real(tmp_path):
 
 
 class DiskFull:
-    """``open`` for initlab.output: writes to the matching files fail with ENOSPC (``times``: how many)."""
+    """``open`` for initlab.output.files: writes to the matching files fail with ENOSPC (``times``: how many)."""
 
     def __init__(self, pattern: str, times: int | None = None):
         self.pattern, self.times, self.failed = pattern, times, []
@@ -100,7 +93,7 @@ def _enospc(*_):
 def test_disk_full_everywhere_after(runner, tmp_path, monkeypatch, pattern):
     """The disk fills at one file and stays full: exit 1, the path named, nothing claims success."""
     full = DiskFull(pattern)
-    monkeypatch.setattr(initlab.output, "open", full, raising=False)
+    monkeypatch.setattr(initlab.output.files, "open", full, raising=False)
     res = runner.invoke(cli, ["run", *TRAIN], catch_exceptions=False)
     assert res.exit_code == 1, res.stderr
     line = one_error_line(res)
@@ -115,7 +108,7 @@ def test_disk_full_everywhere_after(runner, tmp_path, monkeypatch, pattern):
 @pytest.mark.parametrize("pattern", ["config.yaml", "history.csv", "activations.npz", "loss.png", "metrics.json"])
 def test_disk_full_once_leaves_the_run_marked_failed(runner, tmp_path, monkeypatch, pattern):
     """One write fails, then space frees up: metrics.json says failed, with the error naming the file."""
-    monkeypatch.setattr(initlab.output, "open", DiskFull(pattern, times=1), raising=False)
+    monkeypatch.setattr(initlab.output.files, "open", DiskFull(pattern, times=1), raising=False)
     res = runner.invoke(cli, ["run", *TRAIN, "--json"], catch_exceptions=False)
     assert res.exit_code == 1, res.stderr
     line = one_error_line(res)
@@ -131,8 +124,8 @@ def test_disk_full_once_leaves_the_run_marked_failed(runner, tmp_path, monkeypat
 def test_library_raises_output_error_and_marks_the_run(tmp_path, monkeypatch):
     import initlab
 
-    monkeypatch.setattr(initlab.output, "open", DiskFull("history.csv", times=1), raising=False)
-    with pytest.raises(initlab.output.OutputError, match="history.csv: No space left on device"):
+    monkeypatch.setattr(initlab.output.files, "open", DiskFull("history.csv", times=1), raising=False)
+    with pytest.raises(initlab.output.files.OutputError, match="history.csv: No space left on device"):
         initlab.run({"train": {"steps": 5}, "data": {"samples": 100}}, out=tmp_path)
     [metrics] = list(tmp_path.glob("default/*/metrics.json"))
     assert json.loads(metrics.read_text())["status"] == "failed"
@@ -140,10 +133,10 @@ def test_library_raises_output_error_and_marks_the_run(tmp_path, monkeypatch):
 
 def test_atomic_write_never_leaves_half_a_file(tmp_path, monkeypatch):
     path = tmp_path / "metrics.json"
-    initlab.output.write_json(path, {"status": "completed", "n": 1})
-    monkeypatch.setattr(initlab.output, "open", DiskFull("metrics.json"), raising=False)
-    with pytest.raises(initlab.output.OutputError):
-        initlab.output.write_json(path, {"status": "completed", "n": 2})
+    initlab.output.files.write_json(path, {"status": "completed", "n": 1})
+    monkeypatch.setattr(initlab.output.files, "open", DiskFull("metrics.json"), raising=False)
+    with pytest.raises(initlab.output.files.OutputError):
+        initlab.output.files.write_json(path, {"status": "completed", "n": 2})
     assert json.loads(path.read_text()) == {"status": "completed", "n": 1}, "the old file is intact"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 

@@ -7,9 +7,10 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from initlab.config import (NAME_RE, Config, ConfigError, dump_yaml, load_config, parse_override, parse_yaml,
-                            validate)
-from initlab.experiment import memory_estimate
+from initlab.config import NAME_RE, Config, dump_yaml, load_config, parse_override, validate
+from initlab.errors import ConfigError
+from initlab.memory import memory_estimate
+from initlab.yamlio import parse_yaml
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -4,8 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from initlab.errors import EngineError
-from initlab.initializers import (
+from initlab.engine.initializers import (
     ALIASES,
     INITIALIZERS,
     STD_SCHEMES,
@@ -15,6 +14,7 @@ from initlab.initializers import (
     get_initializer,
     truncated_unit,
 )
+from initlab.errors import EngineError
 
 SHAPES = [(256, 256), (400, 150), (150, 400)]
 
@@ -207,7 +207,7 @@ GAINS = {
 
 
 def test_calculate_gain_covers_every_activation():
-    from initlab.activations import ACTIVATIONS
+    from initlab.engine.activations import ACTIVATIONS
 
     assert set(GAINS) == set(ACTIVATIONS)
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from initlab import theory as T
+from initlab.engine.model import InitSpec, build_mlp
 from initlab.errors import EngineError
-from initlab.jacobian import jacobian, jacobian_singular_values, jacobian_summary
-from initlab.model import InitSpec, build_mlp
+from initlab.theory import meanfield as T
+from initlab.theory.jacobian import jacobian, jacobian_singular_values, jacobian_summary
 
 
 @pytest.fixture(autouse=True, scope="module")

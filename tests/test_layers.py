@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from initlab.activations import ACTIVATIONS
+from initlab.engine.activations import ACTIVATIONS
+from initlab.engine.layers import ActivationLayer, BatchNorm, LayerNorm, Linear, Parameter
+from initlab.engine.losses import LOSSES
+from initlab.engine.model import InitSpec, build_mlp
 from initlab.errors import EngineError
-from initlab.layers import ActivationLayer, BatchNorm, LayerNorm, Linear, Parameter
-from initlab.losses import LOSSES
-from initlab.model import InitSpec, build_mlp
 
 H = 1e-5  # central-difference step (float64: truncation ~H², round-off ~1e-16/H)
 RTOL, ATOL = 1e-6, 1e-9

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
+from initlab.engine.losses import LOSSES, MSE, SoftmaxCrossEntropy
 from initlab.errors import EngineError
-from initlab.losses import LOSSES, MSE, SoftmaxCrossEntropy
 
 LOGITS = np.array([[2.0, 1.0, 0.1], [0.5, -1.0, 3.0]])
 LABELS = np.array([0, 1])

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from initlab.engine.lsuv import lsuv_init
+from initlab.engine.model import InitSpec, build_mlp
 from initlab.errors import EngineError
-from initlab.lsuv import lsuv_init
-from initlab.model import InitSpec, build_mlp
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from initlab import download, mnist
+from initlab.data import download, mnist
 from initlab.errors import DataError
 
 NAMES = list(mnist.FILES)

@@ -65,7 +65,7 @@ def test_train_acc_uses_running_statistics_and_the_training_samples():
 
     data = build(r.config)[0]
     assert len(data.x_train) == 1000 and len(data.x_eval) == 1000
-    loss, acc = evaluate(r.model, __import__("initlab.losses", fromlist=["x"]).SoftmaxCrossEntropy(), data.x_train, data.y_train)
+    loss, acc = evaluate(r.model, __import__("initlab.engine.losses", fromlist=["x"]).SoftmaxCrossEntropy(), data.x_train, data.y_train)
     assert acc == r.metrics["final"]["train_acc"]
     # evaluation mode is deterministic and independent of batch composition
     out_all = r.model.forward(data.x_train[:50], train=False)
@@ -74,7 +74,7 @@ def test_train_acc_uses_running_statistics_and_the_training_samples():
 
 
 def test_samples_takes_the_first_images():
-    from initlab.mnist import load_mnist
+    from initlab.data.mnist import load_mnist
 
     cfg = initlab.load_config({"data": {"kind": "mnist", "samples": 7, "eval_samples": 3}})
     from initlab.experiment import build

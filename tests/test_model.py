@@ -4,14 +4,14 @@ import math
 import numpy as np
 import pytest
 
-from initlab.activations import ACTIVATIONS
-from initlab.clipping import clip_grad_norm
+from initlab.engine.activations import ACTIVATIONS
+from initlab.engine.clipping import clip_grad_norm
+from initlab.engine.initializers import INITIALIZERS, STD_SCHEMES
+from initlab.engine.layers import ActivationLayer, BatchNorm, LayerNorm, Linear
+from initlab.engine.losses import LOSSES
+from initlab.engine.model import DTYPES, InitSpec, build_mlp
+from initlab.engine.optimizers import OPTIMIZERS, make_optimizer
 from initlab.errors import EngineError
-from initlab.initializers import INITIALIZERS, STD_SCHEMES
-from initlab.layers import ActivationLayer, BatchNorm, LayerNorm, Linear
-from initlab.losses import LOSSES
-from initlab.model import DTYPES, InitSpec, build_mlp
-from initlab.optimizers import OPTIMIZERS, make_optimizer
 
 
 def small(activation="relu", seed=0, **kw):

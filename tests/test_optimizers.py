@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
+from initlab.engine.layers import Parameter
+from initlab.engine.optimizers import OPTIMIZERS, OPTIONS, make_optimizer
 from initlab.errors import EngineError
-from initlab.layers import Parameter
-from initlab.optimizers import OPTIMIZERS, OPTIONS, make_optimizer
 
 LR, WD = 0.1, 0.05
 HYPER = {"momentum": 0.8, "alpha": 0.9, "beta1": 0.85, "beta2": 0.95, "eps": 1e-3}

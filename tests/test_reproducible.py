@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import initlab
 from initlab.cli import cli
-from initlab.output import read_json, read_npz
+from initlab.output.files import read_json, read_npz
 
 CONFIG = """\
 data: {kind: teacher, samples: 300, features: 12, eval_samples: 100, classes: 4}

@@ -15,7 +15,7 @@ import pytest
 
 import initlab
 from initlab.cli import cli
-from initlab.output import read_history, read_json
+from initlab.output.files import read_history, read_json
 
 # Small and fast per step; the step count makes it "forever" — the signal always lands mid-training.
 TINY = """\
@@ -136,7 +136,7 @@ def _ctrl_c():
 
 def test_second_ctrl_c_while_writing_is_held(tmp_path, monkeypatch):
     """Interrupted at step 15, Ctrl-C again while history.csv is written: all files complete, no exception."""
-    import initlab.rundir as rundir
+    import initlab.output.rundir as rundir
 
     real = rundir.write_history
     monkeypatch.setattr(rundir, "write_history", lambda *a, **k: (_ctrl_c(), real(*a, **k)))
@@ -148,7 +148,7 @@ def test_second_ctrl_c_while_writing_is_held(tmp_path, monkeypatch):
 
 def test_ctrl_c_while_writing_a_finished_run(tmp_path, monkeypatch):
     """The run finished; Ctrl-C during the write: the files are completed first, then the interrupt."""
-    import initlab.rundir as rundir
+    import initlab.output.rundir as rundir
 
     real = rundir.write_history
     monkeypatch.setattr(rundir, "write_history", lambda *a, **k: (_ctrl_c(), real(*a, **k)))
@@ -162,7 +162,7 @@ def test_ctrl_c_while_writing_a_finished_run(tmp_path, monkeypatch):
 
 def test_ctrl_c_while_creating_the_run_dir(tmp_path, monkeypatch):
     """A signal while config.yaml is written waits for it, then interrupts before the first step."""
-    import initlab.rundir as rundir
+    import initlab.output.rundir as rundir
 
     real = rundir.atomic_write
     monkeypatch.setattr(rundir, "atomic_write", lambda *a, **k: (_ctrl_c(), real(*a, **k)))

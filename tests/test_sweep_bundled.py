@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import initlab
-from initlab.output import read_history, read_json
+from initlab.output.files import read_history, read_json
 from tests.conftest import CONFIGS
 
 
@@ -57,7 +57,7 @@ def test_he_trains_the_10_layer_relu_net_faster_than_xavier(tmp_path):
 
 @pytest.mark.parametrize("name", ["vanishing_sigmoid_vs_relu", "exploding_clip", "xavier_vs_kaiming"])
 def test_bundled_sweeps_have_two_points_and_a_comment_saying_what_to_see(name):
-    from initlab.sweep import make_plan
+    from initlab.sweeps.plan import make_plan
 
     plan = make_plan(CONFIGS / f"{name}.yaml")
     assert len(plan.points) == 2 and plan.name == name

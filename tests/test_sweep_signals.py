@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import initlab
-from initlab.sweep import read_manifest
+from initlab.output.readers import read_manifest
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

@@ -12,16 +12,16 @@ import math
 
 import numpy as np
 import pytest
-
 from threadpoolctl import threadpool_limits
 
-from initlab import theory as T
-from initlab import theory_init as TI
-from initlab.activations import get_activation
+from initlab.engine.activations import get_activation
+from initlab.engine.initializers import INITIALIZERS, get_initializer
+from initlab.engine.layers import ActivationLayer, Linear
+from initlab.engine.model import MLP, Block, InitSpec, build_mlp
 from initlab.errors import EngineError
-from initlab.initializers import INITIALIZERS, get_initializer
-from initlab.layers import ActivationLayer, Linear
-from initlab.model import MLP, Block, InitSpec, build_mlp
+from initlab.theory import meanfield as T
+from initlab.theory import quadrature as Q
+from initlab.theory import schemes as TI
 
 WIDTH, DEPTH = 500, 10
 
@@ -55,7 +55,7 @@ def _deltas(model, x, rng):
 
 # --- quadrature ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("rule", [T.gauss_hermite, T.normal_rule])
+@pytest.mark.parametrize("rule", [Q.gauss_hermite, Q.normal_rule])
 def test_rules_integrate_gaussian_moments(rule):
     z, w = rule()
     assert len(z) == 100 and np.min(np.abs(z)) > 0  # no node at the kink of ReLU-like φ
@@ -70,39 +70,39 @@ def test_rules_integrate_gaussian_moments(rule):
 def test_half_line_rule_is_exact_where_the_full_line_rule_is_not():
     # E[|z|] = √(2/π): |z| has a kink at 0, which the half-line rule puts between its halves.
     exact = math.sqrt(2 / math.pi)
-    z, w = T.normal_rule()
+    z, w = Q.normal_rule()
     assert np.sum(w * np.abs(z)) == pytest.approx(exact, rel=1e-13)
-    z, w = T.gauss_hermite()
+    z, w = Q.gauss_hermite()
     assert abs(np.sum(w * np.abs(z)) / exact - 1) > 1e-3
 
 
 @pytest.mark.parametrize("q", [0.01, 0.7, 2.5, 40.0])
 def test_expectations_match_closed_forms(q):
     relu = T._act("relu", 0.01)
-    assert T.expect(lambda x: relu.fn(x) ** 2, q) == pytest.approx(q / 2, rel=1e-12)
-    assert T.expect(relu.fn, q) == pytest.approx(math.sqrt(q / (2 * math.pi)), rel=1e-12)
+    assert Q.expect(lambda x: relu.fn(x) ** 2, q) == pytest.approx(q / 2, rel=1e-12)
+    assert Q.expect(relu.fn, q) == pytest.approx(math.sqrt(q / (2 * math.pi)), rel=1e-12)
     assert T.chi1("relu", q, 2.0) == pytest.approx(1.0, rel=1e-12)
     s = 0.2
     leaky = T._act("leaky_relu", s)
-    assert T.expect(lambda x: leaky.fn(x) ** 2, q) == pytest.approx(q * (1 + s * s) / 2, rel=1e-12)
+    assert Q.expect(lambda x: leaky.fn(x) ** 2, q) == pytest.approx(q * (1 + s * s) / 2, rel=1e-12)
     assert T.length_map("linear", q, 1.5, 0.1) == pytest.approx(1.5 * q + 0.1, rel=1e-12)
     sigmoid = T._act("sigmoid", 0.01)
-    assert T.expect(sigmoid.fn, q) == pytest.approx(0.5, abs=1e-13)
+    assert Q.expect(sigmoid.fn, q) == pytest.approx(0.5, abs=1e-13)
     # GELU: E[x·Φ(x)] = q / √(2π(1+q)) for x ~ N(0, q).
     gelu = T._act("gelu", 0.01)
-    assert T.expect(gelu.fn, q) == pytest.approx(q / math.sqrt(2 * math.pi * (1 + q)), rel=1e-9)
+    assert Q.expect(gelu.fn, q) == pytest.approx(q / math.sqrt(2 * math.pi * (1 + q)), rel=1e-9)
 
 
 def test_tanh_small_q_expansion_and_selu_fixed_point():
     q = 1e-4  # E[tanh'(√q z)²] = 1 − 2q + O(q²)
     assert T.chi1("tanh", q, 1.0) == pytest.approx(1 - 2 * q, abs=20 * q * q)
     selu = T._act("selu", 0.01)  # Klambauer et al.: mean 0, variance 1 is SELU's fixed point
-    assert abs(T.expect(selu.fn, 1.0)) < 1e-10
-    assert T.expect(lambda x: selu.fn(x) ** 2, 1.0) == pytest.approx(1.0, abs=1e-10)
+    assert abs(Q.expect(selu.fn, 1.0)) < 1e-10
+    assert Q.expect(lambda x: selu.fn(x) ** 2, 1.0) == pytest.approx(1.0, abs=1e-10)
     # ELU: E[elu(z)] = 1/√(2π) + e^{1/2}·Φ(−1) − 1/2.
     elu = T._act("elu", 0.01)
     exact = 1 / math.sqrt(2 * math.pi) + math.exp(0.5) * 0.5 * (1 + math.erf(-1 / math.sqrt(2))) - 0.5
-    assert T.expect(elu.fn, 1.0) == pytest.approx(exact, abs=1e-13)
+    assert Q.expect(elu.fn, 1.0) == pytest.approx(exact, abs=1e-13)
 
 
 @pytest.mark.parametrize("c", [-0.9, -0.3, 0.0, 0.4, 0.8, 0.99])
@@ -362,7 +362,7 @@ def test_chi1_grid_agrees_with_predict_and_phase_diagram_draws(tmp_path):
     for i, sb2 in enumerate(b):
         for j, sw2 in enumerate(w):
             assert tanh[i, j] == pytest.approx(T.predict("tanh", sw2, sb2, 1.0, 1).chi1, rel=1e-9)
-    from initlab.phase_plot import phase_diagram
+    from initlab.plots.phase import phase_diagram
 
     out = phase_diagram(tmp_path / "phase.png", "tanh", 1.76, 0.05, n=9)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -29,7 +29,7 @@ def test_run_metrics_carry_prediction_and_spectrum(tmp_path):
 
 
 def test_meanfield_tanh_spans_the_phases():
-    from initlab.theory_cli import measure
+    from initlab.report import measure
 
     chis = {}
     for gain, phase in (("1.0", "ordered"), ("1.224745", "ordered"), ("1.581139", "chaotic")):

@@ -1,0 +1,39 @@
+"""The ``initlab`` command: a thin Click layer over the library, one module per command family.
+
+Heavy imports (NumPy, pydantic, matplotlib) happen inside the commands, so ``initlab --help``
+starts fast. :mod:`initlab.cli.app` maps errors to exit codes; :mod:`initlab.cli.options` holds
+what the commands share.
+"""
+from __future__ import annotations
+
+import click
+
+from initlab import __version__
+from initlab.cli.app import InitlabGroup
+from initlab.cli.info import data, list_, plot
+from initlab.cli.run import run, validate
+from initlab.cli.sweep import sweep
+from initlab.cli.theory import theory
+
+
+@click.group(cls=InitlabGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="initlab")
+@click.option("--debug", is_flag=True, help="Show the Python traceback of an error.")
+def cli(debug):
+    """See what weight initialization does to a neural network.
+
+    \b
+    Examples:
+      initlab run                                  # the embedded default: 5×100 sigmoid, 1/√n init
+      initlab run configs/relu_he.yaml --set model.depth=10
+      initlab sweep --std 1,0.01                   # the textbook's two weight scales side by side
+      initlab list                                 # activations, init schemes, optimizers, data kinds
+    """
+
+
+for _command in (run, sweep, plot, list_, validate, data, theory):
+    cli.add_command(_command)
+
+
+def main():
+    cli.main()

@@ -1,0 +1,227 @@
+"""MNIST: locate, verify, parse, cache and download the four original IDX files.
+
+Files live in `<INITLAB_DATA_DIR>/mnist/` (root default `~/.cache/initlab`) and
+are only ever read while loading. Decoded uint8 arrays are cached in
+`INITLAB_CACHE_DIR` (default `~/.cache/initlab/cache`) as one `.npz` named after
+the expected digests; it also records each source file's (size, mtime_ns,
+ctime_ns, inode), so a warm load skips hashing and a changed source is hashed
+and checked again. A cache that cannot be written is silently skipped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from initlab.data.download import download, sha256_file
+from initlab.errors import DataError
+
+DEFAULT_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+FIX = "run 'initlab data mnist' to download it"
+
+# file name -> (IDX magic number, array shape); order: x_train, y_train, x_test, y_test.
+FILES = {
+    "train-images-idx3-ubyte.gz": (2051, (60000, 28, 28)),
+    "train-labels-idx1-ubyte.gz": (2049, (60000,)),
+    "t10k-images-idx3-ubyte.gz": (2051, (10000, 28, 28)),
+    "t10k-labels-idx1-ubyte.gz": (2049, (10000,)),
+}
+
+# SHA-256 of the original files from yann.lecun.com (their MD5s are the well-known
+# f68b3c2d…, d53e105e…, 9fb629c4…, ec29112d…).
+SHA256 = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+
+_MEMO: dict[tuple, tuple[np.ndarray, ...]] = {}
+
+
+def data_root() -> Path:
+    """The data root: `$INITLAB_DATA_DIR`, default `~/.cache/initlab`."""
+    return Path(os.environ.get("INITLAB_DATA_DIR") or Path.home() / ".cache" / "initlab")
+
+
+def mnist_dir() -> Path:
+    """The folder holding the four MNIST `.gz` files."""
+    return data_root() / "mnist"
+
+
+def cache_dir() -> Path:
+    """The cache folder: `$INITLAB_CACHE_DIR`, default `~/.cache/initlab/cache`."""
+    return Path(os.environ.get("INITLAB_CACHE_DIR") or Path.home() / ".cache" / "initlab" / "cache")
+
+
+def load_mnist(dtype="float32") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return `(x_train, y_train, x_test, y_test)`.
+
+    x: `(n, 784)` in `dtype`, pixels scaled to [0, 1]; y: `(n,)` int64 labels.
+    Results are memoized per process and returned read-only (copy before
+    modifying in place). Raises `DataError` for missing or corrupted files.
+    """
+    try:
+        kind = np.dtype(dtype).kind
+    except TypeError:
+        kind = None
+    if kind != "f":
+        raise DataError(f"MNIST dtype must be a float type such as 'float32', got '{dtype}'")
+    dtype = np.dtype(dtype)
+    stamps = _stamps()
+    source = (str(mnist_dir()), json.dumps(stamps), _cache_key())
+    for stale in [k for k in _MEMO if k[1:] != source]:
+        del _MEMO[stale]  # the files changed: forget arrays decoded from the old ones
+    key = (dtype.str, *source)
+    if key not in _MEMO:
+        x_train, y_train, x_test, y_test = _load_uint8(stamps)
+        arrays = (_scale(x_train, dtype), y_train.astype(np.int64),
+                  _scale(x_test, dtype), y_test.astype(np.int64))
+        for a in arrays:
+            a.flags.writeable = False
+        _MEMO[key] = arrays
+    return _MEMO[key]
+
+
+def fetch_mnist(url: str | None = None, progress: bool = True) -> list[Path]:
+    """Download whichever of the four files is missing or fails its digest.
+
+    `url` is the mirror's base URL (default `$INITLAB_MNIST_URL`, then
+    `DEFAULT_URL`). Returns the four paths in `FILES` order.
+    """
+    base = (url or os.environ.get("INITLAB_MNIST_URL") or DEFAULT_URL).rstrip("/") + "/"
+    folder = mnist_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(
+            f"cannot create {folder} ({e.strerror or e}); set INITLAB_DATA_DIR to a writable folder"
+        ) from e
+    paths = []
+    for name, digest in ((n, SHA256[n]) for n in FILES):
+        path = folder / name
+        if not (path.is_file() and sha256_file(path) == digest):
+            download(base + name, path, digest, progress=progress)
+        paths.append(path)
+    return paths
+
+
+def _parse_idx(data: bytes, magic: int, shape: tuple[int, ...], path: Path) -> np.ndarray:
+    """Decode the gzip-compressed IDX bytes `data`, read from `path`, to uint8.
+
+    Checks the magic number, the dimensions in the header against `shape`
+    and that the payload has exactly the announced number of bytes.
+    """
+    try:
+        raw = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"MNIST file is not a valid gzip file ({e}): {path} ({FIX} again)") from e
+    ndim = len(shape)
+    header = 4 * (1 + ndim)
+    if len(raw) < header:
+        raise DataError(f"MNIST file is truncated (no IDX header): {path} ({FIX} again)")
+    found = int.from_bytes(raw[:4], "big")
+    if found != magic:
+        raise DataError(f"MNIST file has magic number {found}, expected {magic}: {path} ({FIX} again)")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+    if dims != tuple(shape):
+        raise DataError(f"MNIST file has shape {dims}, expected {tuple(shape)}: {path} ({FIX} again)")
+    size = len(raw) - header
+    if size != int(np.prod(shape)):
+        state = "truncated" if size < int(np.prod(shape)) else "too long"
+        raise DataError(
+            f"MNIST file is {state} ({size} data bytes, expected {int(np.prod(shape))}): {path} ({FIX} again)"
+        )
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def _scale(images: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`(n, 28, 28)` uint8 -> `(n, 784)` in `dtype`, divided by 255."""
+    x = images.reshape(len(images), -1).astype(dtype)
+    x /= dtype.type(255)
+    return x
+
+
+def _stamps() -> dict[str, list[int]]:
+    """(size, mtime_ns, ctime_ns, inode) of each source file; DataError if one is missing."""
+    stamps = {}
+    for name in FILES:
+        path = mnist_dir() / name
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise DataError(f"MNIST file missing: {path} ({FIX})") from e
+        stamps[name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    return stamps
+
+
+def _load_uint8(stamps: dict) -> list[np.ndarray]:
+    """The four raw arrays, from the cache when the stamps match, else from the files."""
+    cache = cache_dir() / f"mnist-{_cache_key()}.npz"
+    arrays = _read_cache(cache, stamps)
+    if arrays is None:
+        arrays = [_read_verified(mnist_dir() / name, *FILES[name]) for name in FILES]
+        _write_cache(cache, arrays, stamps)
+    return arrays
+
+
+def _read_verified(path: Path, magic: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Read one file, check its SHA-256 against `SHA256`, then decode it."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"MNIST file unreadable ({e.strerror or e}): {path} ({FIX})") from e
+    if hashlib.sha256(data).hexdigest() != SHA256[path.name]:
+        raise DataError(f"MNIST file corrupted (SHA-256 mismatch): {path} ({FIX} again)")
+    array = _parse_idx(data, magic, shape, path)
+    if len(shape) == 1 and array.size and array.max() > 9:
+        raise DataError(f"MNIST labels outside 0-9: {path} ({FIX} again)")
+    return array
+
+
+def _cache_key() -> str:
+    """16 hex digits naming the cache file: a hash of the expected digests and shapes."""
+    table = [(name, SHA256[name], FILES[name]) for name in FILES]
+    return hashlib.sha256(json.dumps(table).encode()).hexdigest()[:16]
+
+
+def _read_cache(cache: Path, stamps: dict) -> list[np.ndarray] | None:
+    """Cached arrays if the cache exists, is intact and matches `stamps`; else None."""
+    try:
+        with np.load(cache, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            if meta != {"stamps": stamps, "sha256": {n: SHA256[n] for n in FILES}}:
+                return None
+            arrays = [npz[f"a{i}"] for i in range(len(FILES))]
+    except Exception:  # missing, truncated or foreign cache file: rebuild it
+        return None
+    for array, (_, shape) in zip(arrays, FILES.values()):
+        if array.dtype != np.uint8 or array.shape != tuple(shape):
+            return None
+    return arrays
+
+
+def _write_cache(cache: Path, arrays: list[np.ndarray], stamps: dict) -> None:
+    """Write the cache atomically (temp file + rename); give up silently on OSError."""
+    meta = json.dumps({"stamps": stamps, "sha256": {n: SHA256[n] for n in FILES}})
+    tmp = None
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache.parent, prefix=".mnist-", suffix=".tmp",
+                                         delete=False) as f:
+            tmp = f.name
+            np.savez(f, meta=np.array(meta), **{f"a{i}": a for i, a in enumerate(arrays)})
+        os.replace(tmp, cache)
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,208 @@
+"""Layers with ``forward(x, train)`` / ``backward(dout)``.
+
+Shapes: inputs are ``(n_ex, n_in)``, outputs ``(n_ex, n_out)``. Each layer caches exactly what
+its backward pass needs and never writes into the arrays it is given. Parameters are
+:class:`Parameter` objects whose ``grad`` buffer is filled by ``backward``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from initlab.engine.activations import Activation
+from initlab.errors import EngineError, check_number, check_size
+
+
+class Parameter:
+    """A trainable array and the gradient buffer of the same shape and dtype."""
+
+    __slots__ = ("name", "data", "grad")
+
+    def __init__(self, name: str, data: np.ndarray):
+        self.name = name
+        self.data = data
+        self.grad = np.zeros_like(data)
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name}, shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+def _check_input(x, n_in, who):
+    if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != n_in:
+        shape = getattr(x, "shape", type(x).__name__)
+        raise EngineError(f"{who} expects input of shape (n, {n_in}), got {shape}")
+
+
+class Linear:
+    """``y = x @ W + b`` with ``W`` of shape ``(fan_in, fan_out)``."""
+
+    def __init__(self, W: np.ndarray, b: np.ndarray | None = None, name: str = "linear"):
+        if not isinstance(W, np.ndarray) or W.ndim != 2 or W.dtype.kind != "f":
+            raise EngineError(f"{name}: weights must be a 2-D float array, got {getattr(W, 'shape', type(W).__name__)}")
+        if b is not None and (not isinstance(b, np.ndarray) or b.size != W.shape[1] or b.dtype != W.dtype):
+            raise EngineError(f"{name}: bias must be a {W.dtype} array of {W.shape[1]} entries, got {getattr(b, 'shape', b)}")
+        self.W = Parameter(f"{name}.W", W)
+        self.b = None if b is None else Parameter(f"{name}.b", b.reshape(-1))
+        self.name = name
+        self.x = None
+
+    @property
+    def fan_in(self) -> int:
+        return self.W.data.shape[0]
+
+    @property
+    def fan_out(self) -> int:
+        return self.W.data.shape[1]
+
+    def params(self) -> list[Parameter]:
+        return [self.W] if self.b is None else [self.W, self.b]
+
+    def forward(self, x, train=True):
+        _check_input(x, self.fan_in, self.name)
+        self.x = x
+        y = x @ self.W.data
+        if self.b is not None:
+            y += self.b.data
+        return y
+
+    def backward(self, dout, input_grad=True):
+        """Fill ``W.grad`` ``(fan_in, fan_out)`` and ``b.grad`` ``(fan_out,)`` from ``dout`` ``(n_ex, fan_out)``.
+
+        Returns d loss/d x ``(n_ex, fan_in)``, or None when ``input_grad`` is False: the first
+        layer's input is the data, whose gradient training never needs (it is the costliest product).
+        """
+        if self.x is None:
+            raise EngineError(f"{self.name}: backward called before forward")
+        if not isinstance(dout, np.ndarray) or dout.shape != (self.x.shape[0], self.fan_out):
+            shape = getattr(dout, "shape", type(dout).__name__)
+            raise EngineError(f"{self.name}: backward expects dout of shape {(self.x.shape[0], self.fan_out)}, got {shape}")
+        np.matmul(self.x.T, dout, out=self.W.grad)
+        if self.b is not None:
+            np.sum(dout, axis=0, out=self.b.grad)
+        return dout @ self.W.data.T if input_grad else None
+
+    def __repr__(self) -> str:
+        return f"Linear({self.fan_in}, {self.fan_out}, bias={self.b is not None})"
+
+
+class _Normalize:
+    """Shared backward of batch and layer normalization along ``axis``."""
+
+    axis = 0
+
+    def __init__(self, n: int, dtype, eps: float, name: str):
+        self.n = check_size(f"{name}: size", n)
+        self.eps = check_number(f"{name}: eps", eps, 0.0, lo_open=True, hi_open=True)
+        self.gamma = Parameter(f"{name}.gamma", np.ones(self.n, dtype=dtype))
+        self.beta = Parameter(f"{name}.beta", np.zeros(self.n, dtype=dtype))
+        self.name = name
+        self.xn = None
+        self.inv_std = None
+
+    def params(self) -> list[Parameter]:
+        return [self.gamma, self.beta]
+
+    def _normalize(self, x):
+        mu = x.mean(axis=self.axis, keepdims=True)
+        xc = x - mu
+        var = np.mean(xc * xc, axis=self.axis, keepdims=True)  # biased variance
+        self.inv_std = 1.0 / np.sqrt(var + self.eps)
+        self.xn = xc * self.inv_std
+        return mu, var
+
+    def _scale(self, xn):
+        return xn * self.gamma.data + self.beta.data
+
+    def backward(self, dout):
+        if self.xn is None:
+            raise EngineError(f"{self.name}: backward called before a training forward pass")
+        xn = self.xn
+        if not isinstance(dout, np.ndarray) or dout.shape != xn.shape:
+            raise EngineError(f"{self.name}: backward expects dout of shape {xn.shape}, got {getattr(dout, 'shape', dout)}")
+        np.sum(dout, axis=0, out=self.beta.grad)
+        np.sum(dout * xn, axis=0, out=self.gamma.grad)
+        dxn = dout * self.gamma.data
+        mean_dxn = dxn.mean(axis=self.axis, keepdims=True)
+        mean_dxn_xn = np.mean(dxn * xn, axis=self.axis, keepdims=True)
+        return (dxn - mean_dxn - xn * mean_dxn_xn) * self.inv_std
+
+
+class BatchNorm(_Normalize):
+    """Batch normalization over the batch axis, per feature.
+
+    Training: minibatch mean and *biased* variance. Evaluation: running averages, updated
+    PyTorch-style, ``running = (1 - momentum)·running + momentum·batch`` with momentum 0.1
+    (the textbook's "0.9 on the old value" is the same rule), running variance stored
+    unbiased and starting at 1, running mean starting at 0. γ = 1, β = 0, eps = 1e-5.
+    """
+
+    axis = 0
+
+    def __init__(self, n: int, dtype=np.float32, eps: float = 1e-5, momentum: float = 0.1, name: str = "batchnorm"):
+        super().__init__(n, dtype, eps, name)
+        self.momentum = check_number(f"{name}: momentum", momentum, 0.0, 1.0)
+        self.running_mean = np.zeros(self.n, dtype=dtype)
+        self.running_var = np.ones(self.n, dtype=dtype)
+
+    def forward(self, x, train=True):
+        _check_input(x, self.n, self.name)
+        if not train:
+            self.xn = None
+            return self._scale((x - self.running_mean) / np.sqrt(self.running_var + self.eps))
+        if x.shape[0] < 2:
+            raise EngineError(f"{self.name}: batch normalization needs a batch of at least 2 in training")
+        mu, var = self._normalize(x)
+        m = x.shape[0]
+        k = self.momentum
+        self.running_mean *= 1 - k
+        self.running_mean += k * mu.reshape(-1)
+        self.running_var *= 1 - k
+        self.running_var += (k * m / (m - 1)) * var.reshape(-1)
+        return self._scale(self.xn)
+
+    def __repr__(self) -> str:
+        return f"BatchNorm({self.n}, momentum={self.momentum}, eps={self.eps})"
+
+
+class LayerNorm(_Normalize):
+    """Layer normalization: per example over the features, the same in training and evaluation."""
+
+    axis = 1
+
+    def __init__(self, n: int, dtype=np.float32, eps: float = 1e-5, name: str = "layernorm"):
+        super().__init__(n, dtype, eps, name)
+
+    def forward(self, x, train=True):
+        _check_input(x, self.n, self.name)
+        self._normalize(x)
+        return self._scale(self.xn)
+
+    def __repr__(self) -> str:
+        return f"LayerNorm({self.n}, eps={self.eps})"
+
+
+class ActivationLayer:
+    """Applies φ element-wise; caches the pre-activation ``z`` and the output ``a``."""
+
+    def __init__(self, activation: Activation, name: str = "activation"):
+        self.activation = activation
+        self.name = name
+        self.z = None
+        self.a = None
+
+    def params(self) -> list[Parameter]:
+        return []
+
+    def forward(self, z, train=True):
+        self.z = z
+        self.a = self.activation.fn(z)
+        return self.a
+
+    def backward(self, dout):
+        if self.z is None:
+            raise EngineError(f"{self.name}: backward called before forward")
+        if not isinstance(dout, np.ndarray) or dout.shape != self.z.shape:
+            raise EngineError(f"{self.name}: backward expects dout of shape {self.z.shape}, got {getattr(dout, 'shape', dout)}")
+        return dout * self.activation.grad(self.z, self.a)
+
+    def __repr__(self) -> str:
+        return f"ActivationLayer({self.activation.name})"

@@ -1,0 +1,34 @@
+"""Reading run and sweep directories back, for everything that looks at results after the fact
+(figures, summaries, resume). A directory that is not what it should be is a :class:`ConfigError`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from initlab.errors import ConfigError
+from initlab.output.files import read_json
+
+
+def read_manifest(sweep_dir) -> dict:
+    """``manifest.json`` of a sweep directory, or a :class:`ConfigError` saying it is not one."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"{sweep_dir}: no such sweep directory")
+    path = sweep_dir / "manifest.json"
+    if not path.is_file():
+        raise ConfigError(f"{sweep_dir}: not a sweep directory (no manifest.json)")
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: unreadable ({e})") from e
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("points"), list) or "config_hash" not in manifest:
+        raise ConfigError(f"{path}: not an initlab sweep manifest")
+    return manifest
+
+
+def read_metrics(run_dir: Path) -> Optional[dict]:
+    try:
+        m = read_json(run_dir / "metrics.json")
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) else None

@@ -1,0 +1,1 @@
+"""Figures, drawn only from the files of a run or sweep directory (never from a live experiment)."""

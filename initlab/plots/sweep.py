@@ -1,0 +1,135 @@
+"""``sweep.png``: the points of a sweep side by side, drawn only from the files in the sweep directory.
+
+This module reads the points and picks the layout; each layout is drawn by its own module:
+
+- forward-only sweeps: the textbook's histogram figure for every point at once (rows = points,
+  columns = layers), :mod:`initlab.plots.sweep_hist`;
+- training sweeps: the loss curves overlaid (legend = each point's overrides), the accuracy or the
+  gradient norm during training, and per-layer activation std and gradient norm at initialization,
+  :mod:`initlab.plots.sweep_curves`;
+- one many-valued axis × one true/false axis (the textbook's batch-norm grid): small multiples,
+  one panel per value, true solid and false dashed, :mod:`initlab.plots.sweep_grid`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from initlab.output.files import read_history, read_json, read_npz
+from initlab.plots.common import figure, save_png
+from initlab.plots.sweep_curves import overlay
+from initlab.plots.sweep_grid import bool_grid, small_multiples
+from initlab.plots.sweep_hist import histogram_grid
+from initlab.recorder import unstack
+
+
+class _Point:
+    """What the figure needs of one point, read from its run directory."""
+
+    def __init__(self, sweep_dir: Path, mp: dict):
+        import yaml
+
+        self.index, self.status = mp["index"], mp["status"]
+        self.label = mp.get("label") or ", ".join(f"{k}={v}" for k, v in mp["overrides"].items()) or str(self.index)
+        self.dir = sweep_dir / mp["run_dir"]
+        self.overrides = mp["overrides"]
+        cfg_path = self.dir / "config.yaml"
+        self.cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else None
+        self.metrics = _read(self.dir / "metrics.json")
+        self.history = read_history(self.dir / "history.csv") if (self.dir / "history.csv").is_file() else None
+        npz = self.dir / "activations.npz"
+        self.snaps = unstack(read_npz(npz)) if npz.is_file() else []
+
+    @property
+    def drawable(self) -> bool:
+        return self.cfg is not None and bool(self.snaps)
+
+
+def _read(path):
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def plot_sweep(sweep_dir) -> list[Path]:
+    """Draw ``sweep.png`` from a sweep directory's manifest and run directories; returns the paths written."""
+    from initlab.output.readers import read_manifest
+
+    sweep_dir = Path(sweep_dir)
+    manifest = read_manifest(sweep_dir)
+    points = [_Point(sweep_dir, mp) for mp in manifest["points"]]
+    shown = [p for p in points if p.drawable]
+    out = sweep_dir / "sweep.png"
+    if not shown:
+        fig = figure(6, 2)
+        fig.text(0.5, 0.5, f"{manifest.get('name', '')}: no point has finished yet", ha="center", va="center")
+        save_png(fig, out)
+        return [out]
+    _suffix_labels(shown)
+    title = f"{manifest.get('name', sweep_dir.name)}: {len(points)} points — {_fixed(shown)}"
+    if all(p.cfg["train"]["steps"] == 0 for p in shown):
+        fig = histogram_grid(shown, title)
+    else:
+        grid = bool_grid(manifest)
+        fig = small_multiples(shown, grid, title) if grid else overlay(shown, title)
+    save_png(fig, out)
+    return [out]
+
+
+def _suffix_labels(points) -> None:
+    for p in points:
+        if p.status == "diverged":
+            steps = (p.metrics or {}).get("steps_done")
+            p.legend = f"{p.label} — diverged" + (f" at step {steps + 1}" if steps is not None else "")
+        elif p.status not in ("completed",):
+            p.legend = f"{p.label} ({p.status})"
+        else:
+            p.legend = p.label
+
+
+# ---------------------------------------------------------------- the settings every point shares
+
+
+def _get(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _fixed(points) -> str:
+    """The settings shared by every point, e.g. ``10×10 relu, init normal std=10, sgd lr=0.1, 50 steps``."""
+    cfgs = [p.cfg for p in points]
+
+    def same(*keys):
+        return all(len({repr(_get(c, k)) for c in cfgs}) == 1 for k in keys)
+
+    c = cfgs[0]
+    m = c["model"]
+    parts = []
+    width = m["width"] if not isinstance(m["width"], list) else "·".join(map(str, m["width"]))
+    if same("model.depth", "model.width"):
+        parts.append(f"{m['depth']}×{width}")
+    if same("model.activation"):
+        parts.append(m["activation"])
+    if same("model.batchnorm") and m.get("batchnorm"):
+        parts.append("+BN")
+    net = " ".join(parts)
+    parts = [net] if net else []
+    i = c["init"]
+    if same("init.scheme", "init.std"):
+        parts.append(f"init {i['scheme']}" + (f" std={i['std']:g}" if i.get("std") is not None else ""))
+    elif same("init.scheme"):
+        parts.append(f"init {i['scheme']}")
+    if same("data.kind"):
+        parts.append(f"{c['data']['kind']} data")
+    if same("optimizer.name", "optimizer.lr") and c["train"]["steps"]:
+        parts.append(f"{c['optimizer']['name']} lr={c['optimizer']['lr']:g}")
+    if same("train.steps") and c["train"]["steps"]:
+        parts.append(f"{c['train']['steps']} steps")
+    if same("train.clip_norm") and c["train"].get("clip_norm"):
+        parts.append(f"clip_norm {c['train']['clip_norm']:g}")
+    if same("seed"):
+        parts.append(f"seed {c['seed']}")
+    return ", ".join(parts)
+

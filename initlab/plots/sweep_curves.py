@@ -1,0 +1,176 @@
+"""``sweep.png`` for training sweeps: the points' curves overlaid.
+
+The loss curves (legend = each point's overrides), the accuracy or the gradient norm during training,
+and per-layer activation std and gradient norm at initialization.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from initlab.plots.common import figure, shown_layers, smooth, smoothing_window
+
+COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
+
+
+def _groups(points):
+    """Colour per point; repetitions over ``seed`` share their point's colour (and one legend entry)."""
+    keys, colors, first = {}, {}, set()
+    for p in points:
+        base = ", ".join(part for part in p.label.split(", ") if not part.startswith("seed=")) or p.label
+        if base not in keys:
+            keys[base] = len(keys)
+            first.add(p.index)
+        p.group = base
+    if len(keys) <= len(COLORS):
+        palette = COLORS
+    else:  # many points: an ordered colour map (the grid's order), not a repeating palette
+        from matplotlib import colormaps
+
+        cmap = colormaps["viridis"]
+        palette = [cmap(0.92 * i / (len(keys) - 1)) for i in range(len(keys))]
+    for p in points:
+        colors[p.index] = palette[keys[p.group]]
+    return colors, first
+
+
+def overlay(points, title):
+    """Training sweeps: loss curves overlaid, accuracy (or gradient norm), and per-layer statistics at init."""
+    fig = figure(13, 8.2)
+    gs = fig.add_gridspec(2, 2, height_ratios=[1.35, 1], width_ratios=[1.45, 1])
+    ax_loss = fig.add_subplot(gs[0, 0])
+    ax_side = fig.add_subplot(gs[0, 1])
+    ax_std = fig.add_subplot(gs[1, 0])
+    ax_grad = fig.add_subplot(gs[1, 1])
+    colors, first = _groups(points)
+    classification = any(p.history is not None and np.isfinite(p.history.get("train_acc", np.array([]))).any()
+                         for p in points)
+    _loss_panel(ax_loss, points, colors, first)
+    for p in points:
+        if p.history is not None and len(p.history["step"]):
+            _side_curves(ax_side, p, colors[p.index], classification)
+    _side_labels(ax_side, points, classification)
+    _per_layer(ax_std, points, colors, "act_std", "activation std at initialization, per hidden layer", "std of the layer's output")
+    _per_layer(ax_grad, points, colors, "grad_norm", "weight-gradient norm at initialization, per hidden layer", "‖∂loss/∂W‖ (probe batch)")
+    fig.suptitle(title, fontsize=11)
+    fig.subplots_adjust(left=0.07, right=0.985, top=0.92, bottom=0.07, wspace=0.22, hspace=0.32)
+    return fig
+
+
+def _loss_panel(ax, points, colors, first) -> None:
+    """Every point's training loss (faint raw, solid moving mean); diverged points end in a marker."""
+    repeated = len(first) < len(points)
+    lo, hi = math.inf, 0.0
+    marks = []  # (step, last finite loss, colour) of diverged points
+    # The axis range follows the points that did not diverge, so a blow-up does not flatten them.
+    stable = any(p.status != "diverged" and p.history is not None and np.isfinite(p.history["train_loss"]).any()
+                 for p in points)
+    for p in points:
+        h, color = p.history, colors[p.index]
+        label = (p.group if repeated else p.legend) if p.index in first else None
+        if h is None or not len(h["step"]):
+            ax.plot([], [], color=color, label=label)
+            continue
+        steps, loss = h["step"], h["train_loss"]
+        w = smoothing_window(len(loss))
+        ax.plot(steps, loss, color=color, alpha=0.22, lw=0.7)
+        ax.plot(steps, smooth(loss, w) if w > 1 else loss, color=color, lw=1.9, label=label)
+        finite = loss[np.isfinite(loss)]
+        if len(finite) and (p.status != "diverged" or not stable):
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+        if p.status == "diverged":
+            ok = np.flatnonzero(np.isfinite(loss))
+            x = steps[ok[-1]] if len(ok) else steps[0]
+            marks.append((x, loss[ok[-1]] if len(ok) else np.nan, color))
+            ax.axvline(steps[-1], color=color, ls=":", lw=1)
+    log = hi > 0 and lo > 0 and hi / lo > 100
+    if log:
+        ax.set_yscale("log")
+    if marks and stable and math.isfinite(lo):
+        top = hi * 3 if log else hi + 0.08 * (hi - lo or 1)
+        bottom = lo / 3 if log else lo - 0.05 * (hi - lo or 1)
+        ax.set_ylim(bottom, top)
+        for x, y, color in marks:
+            beyond = not np.isfinite(y) or y > top
+            ax.plot([x], [min(y, top) if np.isfinite(y) else top], marker="^" if beyond else "X", ms=11,
+                    color=color, mec="black", mew=0.8, zorder=5, clip_on=False)
+    else:
+        for x, y, color in marks:
+            ax.plot([x], [y], marker="X", ms=11, color=color, mec="black", mew=0.8, zorder=5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (minibatch; faint: raw, solid: moving mean)")
+    ax.set_title("training loss", fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=9, loc="best", title="point" if len(first) > 1 else None, title_fontsize=9)
+    if any(p.status == "diverged" for p in points):
+        ax.text(0.99, 0.01, "✕ last finite loss before it became non-finite (▲ off the scale)", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=8, color="#444444")
+
+
+def _side_curves(ax, p, color, classification: bool) -> None:
+    """One point's accuracies (classification) or global gradient norm (otherwise)."""
+    h = p.history
+    steps = h["step"]
+    if classification:
+        for key, style in (("train_acc", "-o"), ("eval_acc", "--s")):
+            ok = np.isfinite(h.get(key, np.full(len(steps), np.nan)))
+            if ok.any():
+                ax.plot(steps[ok], h[key][ok], style, color=color, ms=3, lw=1.3)
+        return
+    g = h["grad_norm"]
+    ok = np.isfinite(g)
+    ax.plot(steps[ok], g[ok], color=color, alpha=0.25, lw=0.7)
+    wg = smoothing_window(int(ok.sum()))
+    ax.plot(steps, smooth(g, wg) if wg > 1 else g, color=color, lw=1.6)
+    if p.status == "diverged" and not np.isfinite(g[-1]):
+        x = steps[ok][-1] if ok.any() else steps[0]
+        ax.plot([x], [g[ok][-1] if ok.any() else np.nan], marker="X", ms=10, color=color, mec="black", mew=0.8)
+
+
+def _side_labels(ax, points, classification: bool) -> None:
+    if classification:
+        from matplotlib.lines import Line2D
+
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("accuracy")
+        ax.set_title("accuracy", fontsize=11)
+        ax.legend([Line2D([], [], color="#444444", marker="o", ms=3), Line2D([], [], color="#444444", ls="--", marker="s", ms=3)],
+                  ["training samples (eval mode)", "held-out samples"], fontsize=8, loc="best")
+    else:
+        ax.set_yscale("log")
+        clips = {p.cfg["train"].get("clip_norm") for p in points} - {None}
+        for c in sorted(clips):
+            ax.axhline(c, color="black", ls="--", lw=0.9)
+            ax.annotate(f"clip_norm {c:g}", xy=(1, c), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                        textcoords="offset points", ha="right", fontsize=8)
+        ax.set_ylabel("global gradient norm (before clipping)")
+        ax.set_title("gradient norm during training", fontsize=11)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3, which="both")
+
+
+def _per_layer(ax, points, colors, key, title, ylabel) -> None:
+    drawn = False
+    n_max = 1
+    for p in points:
+        vals = np.asarray(p.snaps[0].data[key], dtype=float)
+        vals = np.where(np.isfinite(vals) & (vals > 0), vals, np.nan)
+        layers = np.arange(1, len(vals) + 1)
+        n_max = max(n_max, len(vals))
+        if np.isfinite(vals).any():
+            ax.plot(layers, vals, "o-", color=colors[p.index], ms=4, lw=1.4)
+            drawn = True
+    arrays = [np.asarray(p.snaps[0].data[key], dtype=float) for p in points]
+    if len(points) > 1 and all(a.shape == arrays[0].shape and np.array_equal(a, arrays[0], equal_nan=True) for a in arrays):
+        title += "\n(the same for every point)"
+    if drawn:
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "not finite (overflow)", ha="center", va="center", transform=ax.transAxes, color="#C44E52")
+        ax.set_yticks([])
+    ax.set_xticks(range(1, n_max + 1) if n_max <= 12 else [i + 1 for i in shown_layers(n_max)])
+    ax.set_xlabel("hidden layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10.5)
+    ax.grid(alpha=0.3, which="both")
