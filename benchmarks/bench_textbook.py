@@ -6,6 +6,14 @@ Runs `initlab sweep configs/<name>.yaml` for each experiment in a fresh process 
 every point, figures and summary included), prints the wall time, the speed-up over the
 textbook's own code on a 2-core machine (about 195 s, 250 s and 215 s; goal ≥ 5×) and the
 results that must come out (final minibatch loss or training accuracy per point).
+
+Then where the time goes, so that the next bottleneck is visible: the sweep's wall time split
+into start-up (a fresh `initlab` process importing the CLI, measured separately), and per point
+(from each run's `metrics.json` timing and the sweep's `duration_s`, summed over points, i.e.
+core-seconds): data and model (`build_s`), training (`train_s`), evaluation (`eval_s`),
+recording (`record_s` minus evaluation and analysis), analysis (`analysis_s`: mean-field
+prediction and Jacobian at init), and files and figures (the point's duration minus its run).
+With W workers, a perfectly packed sweep takes about start-up + (sum over points) / W.
 """
 import argparse
 import json
@@ -29,6 +37,38 @@ def run_sweep(name, workers, out):
     if proc.returncode not in (0, 3):
         sys.exit(f"{name}: exit {proc.returncode}: {proc.stderr.strip()}")
     return wall, json.loads(proc.stdout)
+
+
+PHASES = ("data+model", "training", "evaluation", "recording", "analysis", "files+figures")
+
+
+def startup_s(repeat=3):
+    """Wall time of a fresh process that imports the CLI (what every sweep pays once, plus workers)."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import initlab.cli"], check=True)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def phases(result):
+    """Core-seconds per phase, summed over the sweep's points (see the module docstring)."""
+    out = dict.fromkeys(PHASES, 0.0)
+    for point in result["points"]:
+        if not point.get("run_dir"):
+            continue
+        t = json.loads((Path(point["run_dir"]) / "metrics.json").read_text()).get("timing") or {}
+        ev, an = t.get("eval_s", 0.0), t.get("analysis_s", 0.0)
+        out["data+model"] += t.get("build_s", 0.0)
+        out["training"] += t.get("train_s", 0.0)
+        out["evaluation"] += ev
+        out["recording"] += t.get("record_s", 0.0) - ev - an
+        out["analysis"] += an
+        duration = point.get("duration_s")
+        if duration is not None:
+            out["files+figures"] += max(duration - t.get("total_s", 0.0), 0.0)
+    return out
 
 
 def describe(point):
@@ -55,6 +95,7 @@ def main():
         # warm the decoded-MNIST cache so that every experiment starts equal
         subprocess.run([sys.executable, "-c", "from initlab.data.mnist import load_mnist; load_mnist()"], check=True)
         rows = []
+        startup = startup_s()
         for name in names:
             wall, result = run_sweep(name, args.workers, out)
             rows.append((name, wall))
@@ -62,6 +103,10 @@ def main():
                   f"(textbook ≈ {REFERENCE_S[name]:.0f} s → {REFERENCE_S[name] / wall:.1f}× faster; goal ≥ 5×)")
             for point in result["points"]:
                 print("   " + describe(point))
+            split = phases(result)
+            print(f"   start-up {startup:.2f} s; per point, summed (core-s): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in split.items())
+                  + f"; points {len(result['points'])}, load {os.getloadavg()[0]:.2f}")
     print("\nsummary")
     for name, wall in rows:
         print(f"  {name:24s} {wall:7.1f} s   {REFERENCE_S[name] / wall:5.1f}×")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -21,12 +22,14 @@ from initlab.engine.activations import ACTIVATIONS
 from initlab.engine.initializers import ALIASES, INITIALIZERS, STD_SCHEMES
 from initlab.engine.lsuv import DATA_DEPENDENT
 from initlab.engine.optimizers import OPTIMIZERS
+from initlab.engine.residual import BRANCH_SCALES, STRUCTURAL
 from initlab.errors import ConfigError, short, unknown_name
 from initlab.yamlio import check_shape, parse_value, read_yaml
 
 _SECTIONS = ("data", "model", "init", "optimizer", "train", "record")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-INIT_SCHEMES = tuple(INITIALIZERS) + tuple(ALIASES) + tuple(DATA_DEPENDENT)
+INIT_SCHEMES = tuple(INITIALIZERS) + tuple(ALIASES) + tuple(DATA_DEPENDENT) + tuple(STRUCTURAL)
+PIXEL_SCALES = ("unit", "raw", "standardized")
 DEFAULT_NAME = "default"
 
 
@@ -52,6 +55,9 @@ class Data(Section):
     classes: int = Field(10, ge=2, le=10_000)
     noise: float = Field(0.5, ge=0)
     scale: float = Field(1.0, gt=0)  # std of the synthetic Gaussian inputs
+    # MNIST only: "unit" (pixel/255, 0–1; what null means), "raw" (0–255) or "standardized" (each pixel
+    # z-scored with the training images' mean and std, as standardize: true does).
+    pixel_scale: Optional[Literal["unit", "raw", "standardized"]] = None
 
     _kind = field_validator("kind")(classmethod(lambda cls, v: _choice("data kind", DATASETS)(v)))
 
@@ -76,6 +82,8 @@ class Data(Section):
             raise ValueError(f"samples: MNIST has 60000 training images, asked for {self.samples}")
         if self.kind == "mnist" and self.eval_samples is not None and self.eval_samples > 10000:
             raise ValueError(f"eval_samples: MNIST has 10000 test images, asked for {self.eval_samples}")
+        if self.pixel_scale is not None and self.kind != "mnist":
+            raise ValueError(f"pixel_scale: applies to mnist only (data.kind is {self.kind}; use scale)")
         return self
 
 
@@ -88,7 +96,13 @@ class ModelSection(Section):
     batchnorm: bool = False
     layernorm: bool = False
     bn_momentum: float = Field(0.1, gt=0, le=1)
+    # Added under BatchNorm's square root: PyTorch's 1e-5 by default; the textbook's code uses 1e-6,
+    # which matters when the pre-activation variance is itself ~1e-6 (weight std 1e-4).
+    bn_eps: float = Field(1e-5, gt=0, le=1)
     dtype: Literal["float32", "float64"] = "float32"
+    # Hidden blocks 2… become h + α·f(h) (pre-activation form; block 1 is a plain stem): see engine/residual.py.
+    residual: bool = False
+    branch_scale: Union[float, str, None] = None  # α: a number, 1/sqrt(depth), 1/depth or rezero (null: 1)
 
     _act = field_validator("activation")(classmethod(lambda cls, v: _choice("activation", ACTIVATIONS)(v)))
 
@@ -100,10 +114,31 @@ class ModelSection(Section):
             raise ValueError("width must be an integer in 1..100000 or a non-empty list of them")
         return v
 
+    @field_validator("branch_scale", mode="before")
+    @classmethod
+    def _branch_scale(cls, v):
+        if v is None or v in BRANCH_SCALES:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"must be a number or one of {', '.join(BRANCH_SCALES)}, got {short(repr(v))}")
+        try:
+            v = float(v)
+        except OverflowError:  # an integer beyond float range
+            v = math.inf
+        if not math.isfinite(v):
+            raise ValueError(f"must be finite, got {short(repr(v))}")
+        return v
+
     @model_validator(mode="after")
     def _check(self):
         if isinstance(self.width, list) and len(self.width) != self.depth:
             raise ValueError(f"width: a list of {len(self.width)} widths for depth {self.depth}")
+        if self.branch_scale is not None and not self.residual:
+            raise ValueError("branch_scale: applies to residual nets only (set model.residual: true)")
+        if self.residual and self.depth < 2:
+            raise ValueError("residual: needs depth ≥ 2 (a plain first block projects the input, residual blocks follow)")
+        if self.residual and len(set(self.widths)) != 1:
+            raise ValueError(f"residual: every hidden layer needs the same width, got {self.widths}")
         if self.batchnorm and self.layernorm:
             raise ValueError("batchnorm and layernorm: choose one")
         return self
@@ -169,6 +204,10 @@ class Record(Section):
     range: Optional[list[float]] = None
     every: Optional[int] = Field(None, ge=1)
     samples: int = Field(1000, ge=1)
+    # gradient norms on the probe's first grad_samples examples (None: all of them); see initlab.recorder
+    grad_samples: Optional[int] = Field(100, ge=1)
+    # The mean-field prediction at init (metrics' predicted_* and the figures' overlay); false skips it.
+    theory: bool = True
 
     @field_validator("range")
     @classmethod
@@ -208,6 +247,16 @@ class Config(Section):
     def _check(self):
         if self.model.batchnorm and self.train.steps > 0 and self.train.batch_size < 2:
             raise ValueError("train.batch_size: batch normalization needs batches of at least 2")
+        scheme, m = self.init.scheme, self.model
+        if scheme in STRUCTURAL and not m.residual:
+            raise ValueError(f"init.scheme: {scheme} is defined for residual nets (set model.residual: true)")
+        if scheme == "fixup" and (m.batchnorm or m.layernorm):
+            raise ValueError("init.scheme: fixup replaces normalization layers; use it without batchnorm/layernorm")
+        forced = STRUCTURAL[scheme].branch_scale if scheme in STRUCTURAL else None
+        if forced and m.branch_scale not in (None, forced):
+            raise ValueError(f"model.branch_scale: {scheme} sets it to {forced} (a learnable scalar starting at 0); drop the key")
+        if scheme in DATA_DEPENDENT and m.residual:
+            raise ValueError(f"init.scheme: {scheme} is defined for plain nets (use fixup, skipinit or a branch_scale)")
         return self
 
     def to_dict(self) -> dict:
@@ -231,6 +280,28 @@ def config_hash(cfg: Config) -> str:
 
 
 # ---------------------------------------------------------------- loading and errors
+
+
+def ignored_settings(cfg: Config) -> list[str]:
+    """Settings that the chosen scheme, activation or data kind ignores, one message each.
+
+    A warning, not an error: a saved ``config.yaml`` lists every key with its default, and a
+    sweep over activations or schemes legitimately carries e.g. a leaky slope into its relu
+    points. Only a value other than the default is reported (a default cannot be told from
+    "not given" in a resolved config).
+    """
+    out = []
+    canon = ALIASES.get(cfg.init.scheme, cfg.init.scheme)
+    if cfg.init.mode != Init.model_fields["mode"].default and not canon.startswith("he_"):
+        out.append(f"init.mode: {cfg.init.mode} is ignored: it applies to the he_* schemes only "
+                   f"(init.scheme is {cfg.init.scheme})")
+    if cfg.model.slope != ModelSection.model_fields["slope"].default and cfg.model.activation != "leaky_relu":
+        out.append(f"model.slope: {cfg.model.slope:g} is ignored: it applies to leaky_relu only "
+                   f"(model.activation is {cfg.model.activation})")
+    if cfg.data.classes != Data.model_fields["classes"].default and cfg.data.kind in ("regression", "mnist"):
+        why = "regression has one real-valued output" if cfg.data.kind == "regression" else "MNIST has 10"
+        out.append(f"data.classes: {cfg.data.classes} is ignored: {why} (data.kind is {cfg.data.kind})")
+    return out
 
 
 def _suggest_key(loc: tuple, bad: str) -> str:

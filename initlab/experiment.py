@@ -7,6 +7,9 @@ recording or evaluating more often never changes what is trained.
 """
 from __future__ import annotations
 
+import math
+import os
+import signal
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -22,6 +25,7 @@ from initlab.engine.losses import LOSSES, TASK_LOSSES
 from initlab.engine.lsuv import DATA_DEPENDENT
 from initlab.engine.model import MLP, build_mlp
 from initlab.engine.optimizers import make_optimizer
+from initlab.engine.residual import STRUCTURAL
 from initlab.errors import describe
 from initlab.memory import EVAL_CHUNK, TRAIN_ACC_SAMPLES, check_memory
 from initlab.recorder import Recorder
@@ -86,13 +90,20 @@ def build(cfg: Config):
     data_dependent = DATA_DEPENDENT.get(init.scheme)
     if data_dependent:  # drawn by its data-free start, then adjusted on data below
         spec = replace(spec, scheme=data_dependent.start)
+    structural = STRUCTURAL.get(init.scheme)
+    if structural:  # drawn by its data-free start, then adjusted on the net's structure below
+        spec = replace(spec, scheme=structural.start)
     init_rng = np.random.default_rng(init_ss)
     m = cfg.model
+    # Only residual nets get the residual keywords, so a plain net is built by exactly the same call as before.
+    residual = {"residual": True, "branch_scale": (structural and structural.branch_scale) or m.branch_scale} if m.residual else {}
     model = build_mlp(
         data.x_train.shape[1], data.n_out, m.widths, m.activation, spec, init_rng,
         bias=m.bias, batchnorm=m.batchnorm, layernorm=m.layernorm, dtype=m.dtype,
-        slope=m.slope, bn_momentum=m.bn_momentum,
+        slope=m.slope, bn_momentum=m.bn_momentum, bn_eps=m.bn_eps, **residual,
     )
+    if structural:
+        structural.apply(model)
     extra = {}
     if data_dependent:
         batch = data.x_train[: min(len(data.x_train), max(cfg.train.batch_size, 500))]
@@ -164,6 +175,10 @@ def train(config, progress: bool = False, on_step: Callable[[int], None] | None 
     finally:
         np.seterrcall(old_call)
     result.metrics.setdefault("timing", {})["total_s"] = time.perf_counter() - t0
+    from initlab.config import ignored_settings
+
+    for note in ignored_settings(cfg):  # said on stderr by the CLI, and kept in metrics.json
+        result.metrics.setdefault("warnings", []).append(note)
     if caught:  # Python-level warnings (e.g. from NumPy reductions) are counted, not printed
         notes = dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)
         result.metrics.setdefault("warnings", []).extend(list(notes)[:10])
@@ -172,12 +187,14 @@ def train(config, progress: bool = False, on_step: Callable[[int], None] | None 
 
 
 def run(config, out=None, progress: bool = False, on_step: Callable[[int], None] | None = None, *,
-        run_dir=None, figures: bool = True) -> Result:
+        run_dir=None, figures: bool = True, provenance: dict | None = None) -> Result:
     """Run one experiment: :func:`train`, then (with ``out`` or ``run_dir``) write its run directory.
 
     ``out``: an output root; the run directory ``<out>/<name>/<timestamp>/`` is created.
     ``run_dir``: an existing or new folder to write into (how sweep workers write their points).
     ``result.run_dir`` names it. ``figures=False`` skips the PNGs (``initlab plot`` draws them later).
+    ``provenance``: what :func:`initlab.provenance.collect` gathered (the CLI passes its command
+    line); with ``out`` and no provenance, one is collected here.
     """
     from initlab.output.rundir import RunWriter
     from initlab.output.signals import SignalGuard
@@ -186,12 +203,17 @@ def run(config, out=None, progress: bool = False, on_step: Callable[[int], None]
     check_memory(cfg)
     # Signals interrupt training only; while the run directory is created and while results are
     # written they wait, so a second Ctrl-C never cuts a file in half (see SignalGuard).
+    late: list = []
     with SignalGuard() as guard:
         writer = None
         if run_dir is not None:
             writer = RunWriter.open(run_dir, cfg)
         elif out is not None:
-            writer = RunWriter.create(out, cfg)
+            if provenance is None:
+                from initlab.provenance import collect
+
+                provenance = collect(config_path=config if isinstance(config, (str, os.PathLike)) else None)
+            writer = RunWriter.create(out, cfg, provenance)
         try:
             result = train(cfg, progress, on_step, on_start=guard.arm)
         finally:
@@ -199,21 +221,45 @@ def run(config, out=None, progress: bool = False, on_step: Callable[[int], None]
         if writer is not None:
             result.run_dir = str(writer.path)
             writer.write(result, figures=figures)
+            # A signal held while the results were written is delivered after the guard exits. The
+            # caller asked to stop (a script's loop must end), but this run is complete: its
+            # KeyboardInterrupt carries the result, so `initlab run` can follow metrics.json.
+            late, guard.pending[:] = guard.pending[:], []
+    if late and not guard.interrupted:
+        try:
+            signal.raise_signal(late[0])  # through the caller's own handler, as the guard would
+        except KeyboardInterrupt:
+            raise StoppedAfterSaving(result) from None
     return result
+
+
+class StoppedAfterSaving(KeyboardInterrupt):
+    """A signal arrived while a run's files were written: ``.result`` is the finished run (its
+    ``metrics.json`` says how it ended); the interrupt stops whatever called :func:`run`."""
+
+    def __init__(self, result: Result):
+        super().__init__("interrupted after the run's results were saved")
+        self.result = result
 
 
 def _train(cfg: Config, result: Result, progress: bool, on_step) -> None:
     timing = result.metrics.setdefault("timing", {"train_s": 0.0, "record_s": 0.0})
-    timing.update(train_s=0.0, record_s=0.0)
+    # build_s (data, model, init), and the parts of record_s: analysis_s (theory and Jacobian at
+    # init) and eval_s (evaluation), so that benchmarks see where a short run's time goes
+    timing.update(train_s=0.0, record_s=0.0, build_s=0.0, analysis_s=0.0, eval_s=0.0)
+    t = time.perf_counter()
     data, model, loss, opt, batch_rng, extra = build(cfg)
+    timing["build_s"] = time.perf_counter() - t
     result.model = model
     result.metrics.update(extra)
     n = len(data.x_train)
     probe = slice(0, min(cfg.record.samples, n))
-    rec = Recorder(data.x_train[probe], data.y_train[probe], loss, cfg.record.bins, cfg.record.range)
+    rec = Recorder(data.x_train[probe], data.y_train[probe], loss, cfg.record.bins, cfg.record.range,
+                   grad_samples=cfg.record.grad_samples)
     result.snapshots = rec.snapshots
     t = time.perf_counter()
     _analyse(cfg, model, data.x_train[probe], result)
+    timing["analysis_s"] = time.perf_counter() - t
     rec.snapshot(model, 0)
     timing["record_s"] += time.perf_counter() - t
     steps, bs = cfg.train.steps, cfg.train.batch_size
@@ -238,6 +284,7 @@ def _train(cfg: Config, result: Result, progress: bool, on_step) -> None:
             t = time.perf_counter()
             if done % eval_every == 0 or done == steps:
                 _evaluate_into(hist, i, model, loss, data, train_acc_x, train_acc_y)
+                timing["eval_s"] += time.perf_counter() - t
             if every and done % every == 0 and done != steps:
                 rec.snapshot(model, done)
             timing["record_s"] += time.perf_counter() - t
@@ -304,8 +351,9 @@ def _analyse(cfg: Config, model: MLP, probe_x, result: Result) -> None:
     from initlab.theory.measure import predict_for, spectrum_for
 
     try:
-        result.prediction = predict_for(cfg, probe_x, model).to_dict()
-        result.metrics["theory"] = {k: v for k, v in result.prediction.items() if k != "layers"}
+        if cfg.record.theory:  # record.theory: false skips the prediction (and so the figures' overlay)
+            result.prediction = predict_for(cfg, probe_x, model).to_dict()
+            result.metrics["theory"] = {k: v for k, v in result.prediction.items() if k != "layers"}
     except Exception as e:
         result.metrics.setdefault("warnings", []).append(f"theory: {type(e).__name__}: {e}")
     try:
@@ -326,6 +374,7 @@ def _finish_metrics(cfg: Config, result: Result, warnings: int) -> None:
         seed=cfg.seed,
     )
     m.setdefault("steps_done", 0)
+    m["schema_version"] = initlab.SCHEMA_VERSION
     m["numpy_warnings"] = warnings
     m["final"] = _final(result)
     if result.snapshots:
@@ -338,19 +387,31 @@ def _finish_metrics(cfg: Config, result: Result, warnings: int) -> None:
         m["layers"] = []
     if result.error:
         m["error"] = result.error
+    # A value that does not apply is null (or empty), never a missing key (docs/FILES.md).
+    for key, empty in (("error", None), ("theory", None), ("jacobian", None), ("diverged_at_step", None),
+                       ("layers_final", []), ("warnings", [])):
+        m.setdefault(key, empty)
     timing = m.setdefault("timing", {})
     for k in ("total_s", "train_s", "record_s"):
         timing.setdefault(k, 0.0)
 
 
+def final_loss_window(steps: int) -> int:
+    """Steps averaged into ``final.train_loss``: at most 100 and at most a tenth of the run (at least 1),
+    so a short run reports where it ended, not the mean of its whole curve."""
+    return min(100, math.ceil(steps / 10)) if steps > 0 else 0
+
+
 def _final(result: Result) -> dict:
     h = result.history
-    final = {}
+    final = dict.fromkeys(("train_loss", "train_acc", "eval_loss", "eval_acc", "train_loss_window"))  # forward only: all null
     if h and len(h.get("step", [])):
         losses = h["train_loss"][np.isfinite(h["train_loss"])]
         done = result.metrics.get("steps_done", 0)
-        tail = losses[-min(100, done):] if done else losses[:0]
+        window = final_loss_window(done)
+        tail = losses[-window:] if window else losses[:0]
         final["train_loss"] = float(tail.mean()) if len(tail) else None
+        final["train_loss_window"] = window
         for k in ("train_acc", "eval_loss", "eval_acc"):
             col = h[k]
             seen = np.flatnonzero(~np.isnan(col))

@@ -103,6 +103,9 @@ def parse_yaml(text: str, where: str = "<config>") -> Any:
         raise ConfigError(f"{where}: YAML error: {str(e).splitlines()[0]}") from e
     except RecursionError as e:
         raise ConfigError(f"{where}: the document is nested too deeply") from e
+    except (ValueError, OverflowError) as e:
+        # PyYAML's scanner lets chr() fail on an escape such as "\U00110000" instead of a YAMLError.
+        raise ConfigError(f"{where}: YAML error: a character escape or number is out of range") from e
     check_shape(data, where)
     return data
 
@@ -115,5 +118,7 @@ def parse_value(value: str, where: str) -> Any:
         raise ConfigError(f"{where}: cannot parse {short(repr(value))} ({problem})") from e
     except RecursionError as e:
         raise ConfigError(f"{where}: value nested too deeply") from e
+    except (ValueError, OverflowError) as e:
+        raise ConfigError(f"{where}: cannot parse {short(repr(value))} (a character escape or number is out of range)") from e
     check_shape(parsed, where)
     return parsed

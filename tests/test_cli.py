@@ -14,7 +14,7 @@ def invoke(runner, *args):
 
 
 def run_dirs(root="outputs"):
-    return [p for p in Path(root).glob("*/*") if p.is_dir()]
+    return [p for p in Path(root).glob("*/*") if p.is_dir() and not p.is_symlink()]
 
 
 def bundled():
@@ -109,7 +109,12 @@ def test_list_prints_every_registry(runner):
     from initlab.registry import registries
 
     res = invoke(runner, "list", "--json")
-    assert json.loads(res.stdout) == registries()
+    listed = json.loads(res.stdout)
+    assert listed.pop("schema_version") == 1
+    schemes = listed.pop("schemes")  # name → formula and truncation convention, for every scheme
+    assert set(schemes) == set(listed["init_schemes"]) and all(schemes.values())
+    assert "not truncated" in schemes["he_normal"] and "VarianceScaling" in schemes["truncated_normal"]
+    assert listed == {title.replace(" ", "_"): names for title, names in registries().items()}
     assert "he_normal" in invoke(runner, "list").stdout
 
 

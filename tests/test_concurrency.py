@@ -22,7 +22,7 @@ def start_runs(tmp_path, commands):
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         reported.append(tmp_path / json.loads(out)["run_dir"])
-    run_dirs = sorted((tmp_path / "shared" / "default").iterdir())
+    run_dirs = sorted(p for p in (tmp_path / "shared" / "default").iterdir() if p.name != "latest")
     assert sorted(reported) == run_dirs, "each process reports the directory it wrote"
     return run_dirs
 

@@ -63,7 +63,7 @@ def test_fail_on_diverge_exits_3_and_still_records(tmp_path, monkeypatch):
     res = invoke(tmp_path, monkeypatch, "run", *EXPLODE, "--fail-on-diverge")
     assert res.exit_code == 3, res.stderr
     assert "Traceback" not in res.stderr and "Warning" not in res.stderr
-    [metrics] = list(tmp_path.glob("outputs/default/*/metrics.json"))
+    [metrics] = list(tmp_path.glob("outputs/default/2*/metrics.json"))
     assert strict_json(metrics.read_text())["status"] == "diverged"
 
 

@@ -101,7 +101,7 @@ def test_disk_full_everywhere_after(runner, tmp_path, monkeypatch, pattern):
     assert line.endswith(f"{failed_name}: No space left on device"), line
     assert "outputs/default/" in line
     no_false_results(tmp_path)
-    [run_dir] = list(tmp_path.glob("outputs/default/*"))
+    [run_dir] = list(tmp_path.glob("outputs/default/2*"))
     assert not (run_dir / "metrics.json").exists() or json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
 
 
@@ -113,7 +113,7 @@ def test_disk_full_once_leaves_the_run_marked_failed(runner, tmp_path, monkeypat
     assert res.exit_code == 1, res.stderr
     line = one_error_line(res)
     assert line.endswith(f"{pattern}: No space left on device"), line
-    [run_dir] = list(tmp_path.glob("outputs/default/*"))
+    [run_dir] = list(tmp_path.glob("outputs/default/2*"))
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["status"] == "failed" and m["error"].endswith(f"{pattern}: No space left on device")
     assert m["config_hash"] and m["seed"] == 0
@@ -127,7 +127,7 @@ def test_library_raises_output_error_and_marks_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(initlab.output.files, "open", DiskFull("history.csv", times=1), raising=False)
     with pytest.raises(initlab.output.files.OutputError, match="history.csv: No space left on device"):
         initlab.run({"train": {"steps": 5}, "data": {"samples": 100}}, out=tmp_path)
-    [metrics] = list(tmp_path.glob("default/*/metrics.json"))
+    [metrics] = list(tmp_path.glob("default/2*/metrics.json"))
     assert json.loads(metrics.read_text())["status"] == "failed"
 
 

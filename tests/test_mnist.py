@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import gzip
 import hashlib
@@ -68,6 +69,8 @@ def folder(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("INITLAB_MNIST_URL", raising=False)
     monkeypatch.setattr(mnist, "FILES", dict(SMALL))
     monkeypatch.setattr(mnist, "SHA256", {})
+    # the small files have sizes of their own: no size cap here (tests/test_hardening.py tests the cap)
+    monkeypatch.setattr(mnist, "SIZES", collections.defaultdict(lambda: None))
     monkeypatch.setattr(mnist, "_MEMO", {})
     return tmp_path / "data" / "mnist"
 

@@ -1,8 +1,11 @@
-"""The recorder's fast histogram and moments agree with NumPy's reference functions."""
+"""The recorder's fast histogram and moments agree with NumPy's reference functions; gradient
+norms on a sub-probe agree with the whole probe's within sampling error; recording never changes training."""
 import numpy as np
 import pytest
 
-from initlab.recorder import _bin_counts, _fit_range, _histograms, _moments
+import initlab
+from initlab.experiment import build
+from initlab.recorder import FIELDS, Recorder, _bin_counts, _fit_range, _histograms, _moments, _summary
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -43,3 +46,109 @@ def test_moments_match_numpy(dtype):
     for a, m, s in zip(arrays, mean, std):
         assert m == pytest.approx(a.mean(dtype=np.float64), rel=1e-12, abs=1e-15)
         assert s == pytest.approx(a.std(dtype=np.float64), rel=1e-6)
+
+
+@pytest.mark.parametrize("bins", [1, 7, 30, 33, 34, 200, 1500])
+@pytest.mark.parametrize("size", [2, 3, 999, 1000, 1001])
+def test_grouped_counting_matches_numpy_for_every_group_size(bins, size):
+    # bins ≤ 33 count triples, ≤ 999 pairs, more one value at a time; sizes leave remainders
+    a = np.random.default_rng(bins * size).standard_normal(size).astype(np.float32)
+    lo, hi = _fit_range([a])
+    mine = _bin_counts(a, bins, lo, hi, inside=True)
+    assert mine.sum() == size and len(mine) == bins
+    np.testing.assert_array_equal(mine, np.histogram(a, bins, (lo, hi))[0])
+    np.testing.assert_array_equal(_bin_counts(a, bins, -1.0, 1.0), np.histogram(a, bins, (-1.0, 1.0))[0])
+
+
+def _reference_summary(a):
+    a64 = a.astype(np.float64)
+    return a64.mean(), a64.std(), a64.std(axis=1).mean()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["normal", "relu", "offset", "first-outlier", "equal-units", "one-unit"])
+def test_summary_matches_numpy(dtype, kind):
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((300, 50))
+    a = {"normal": z, "relu": np.maximum(z, 0), "offset": 1e3 + 0.01 * z,
+         "first-outlier": np.column_stack([np.full(300, 50.0), 1 + 0.01 * z[:, 1:]]),
+         "equal-units": np.repeat(z[:, :1], 50, axis=1), "one-unit": z[:, :1]}[kind].astype(dtype)
+    mean, std, spread = _summary(a)
+    m, s, u = _reference_summary(a)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    assert mean == pytest.approx(m, rel=tol, abs=tol * s)
+    assert std == pytest.approx(s, rel=tol)
+    assert spread == pytest.approx(u, rel=10 * tol, abs=tol * s)
+    if kind in ("equal-units", "one-unit"):
+        assert spread == 0.0  # every unit the same unit: exactly, not up to rounding
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan, 1e30])
+def test_summary_of_nonfinite_or_huge_values_is_numpys(value):
+    a = np.random.default_rng(4).standard_normal((20, 10)).astype(np.float32)
+    a[3, 4] = value
+    with np.errstate(all="ignore"):
+        mean, std, spread = _summary(a)
+        m, s, u = _reference_summary(a)
+    np.testing.assert_allclose([mean, std, spread], [m, s, u], rtol=1e-6)
+
+
+def _model_and_probe(batchnorm=False, n=1000):
+    cfg = initlab.load_config({"data": {"kind": "teacher", "samples": n, "features": 30},
+                               "model": {"depth": 3, "width": 40, "activation": "tanh", "batchnorm": batchnorm},
+                               "init": {"scheme": "xavier_normal"}})
+    data, model, loss, *_ = build(cfg)
+    return model, loss, data.x_train[:n], data.y_train[:n]
+
+
+def _layer_grad_norms(model, loss, x, y):
+    loss.forward(model.forward(x, train=True), y)
+    model.backward(loss.backward(), input_grad=False)
+    return np.array([np.linalg.norm(b.linear.W.grad.astype(np.float64)) for b in model.blocks])
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_grad_norms_come_from_the_first_grad_samples_and_histograms_from_the_whole_probe(batchnorm):
+    model, loss, x, y = _model_and_probe(batchnorm)
+    full = Recorder(x, y, loss, grad_samples=None).snapshot(model, 0).data
+    sub = Recorder(x, y, loss, grad_samples=100).snapshot(model, 0).data
+    np.testing.assert_allclose(full["grad_norm"], _layer_grad_norms(model, loss, x, y), rtol=1e-5)
+    np.testing.assert_allclose(sub["grad_norm"], _layer_grad_norms(model, loss, x[:100], y[:100]), rtol=1e-5)
+    for k in FIELDS:  # everything else is the whole probe's, bit for bit
+        if k != "grad_norm":
+            np.testing.assert_array_equal(sub[k], full[k], err_msg=k)
+    # as many grad_samples as probe examples is the whole probe, in one pass
+    np.testing.assert_array_equal(Recorder(x, y, loss, grad_samples=5000).snapshot(model, 0).data["grad_norm"],
+                                  full["grad_norm"])
+
+
+def test_sub_probe_grad_norms_agree_with_the_whole_probe_within_sampling_error():
+    """A 100-example gradient norm differs from the 1,000-example one by about its sampling error.
+
+    The sampling error is measured on the ten disjoint 100-example blocks of the probe: their
+    root-mean-square distance from the whole-probe norm (noise, plus the small upward bias of the
+    norm of a noisier mean gradient). The recorded value lies within three of those.
+    """
+    model, loss, x, y = _model_and_probe()
+    for _ in range(2):  # at init and after a few steps of training
+        full = Recorder(x, y, loss, grad_samples=None).snapshot(model, 0).data["grad_norm"]
+        sub = Recorder(x, y, loss, grad_samples=100).snapshot(model, 0).data["grad_norm"]
+        blocks = np.array([_layer_grad_norms(model, loss, x[j:j + 100], y[j:j + 100]) for j in range(0, 1000, 100)])
+        rms = np.sqrt(np.mean((blocks - full) ** 2, axis=0))
+        assert np.all(np.abs(sub - full) <= 3 * rms), (sub, full, rms)
+        assert np.all(rms < full)  # and the error is a fraction of the value, not the value itself
+        for _ in range(20):
+            _layer_grad_norms(model, loss, x[:100], y[:100])
+            for b in model.blocks:
+                b.linear.W.data -= 0.1 * b.linear.W.grad
+
+
+def test_recording_with_or_without_a_sub_probe_never_changes_training():
+    base = {"model": {"depth": 3, "width": 20, "activation": "relu", "batchnorm": True},
+            "data": {"kind": "teacher", "samples": 300, "features": 10}, "train": {"steps": 30, "batch_size": 32}}
+    runs = [initlab.run({**base, "record": r}) for r in
+            ({}, {"every": 3}, {"every": 3, "grad_samples": None}, {"every": 1, "grad_samples": 7})]
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.history["train_loss"], runs[0].history["train_loss"])
+        np.testing.assert_array_equal(r.history["grad_norm"], runs[0].history["grad_norm"])
+    assert runs[2].config.record.grad_samples is None and runs[0].config.record.grad_samples == 100

@@ -10,6 +10,8 @@ from initlab.engine.initializers import INITIALIZERS
 from initlab.engine.losses import LOSSES, TASK_LOSSES
 from initlab.engine.lsuv import DATA_DEPENDENT
 from initlab.engine.model import InitSpec, build_mlp
+from initlab.engine.residual import STRUCTURAL
+from initlab.errors import EngineError
 
 # What each activation's histogram should say about its floor (SPEC: dead = relu and leaky_relu).
 DEAD_UNITS = {"relu": True, "leaky_relu": True}
@@ -61,3 +63,22 @@ def test_data_dependent_scheme_starts_data_free_then_adjusts_on_data(name):
         z = h @ b.linear.W.data + (b.linear.b.data if b.linear.b is not None else 0)
         assert np.var(z) == pytest.approx(1.0, abs=0.05 * 1.5)
         h = b.act.forward(z, True)
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURAL))
+def test_structural_scheme_starts_data_free_then_adjusts_the_residual_net(name):
+    from initlab.config import INIT_SCHEMES
+    from initlab.registry import registries
+
+    entry = STRUCTURAL[name]
+    assert entry.start in INITIALIZERS and name not in INITIALIZERS and name not in DATA_DEPENDENT
+    assert name in INIT_SCHEMES and name in registries()["init schemes"]
+    model = build_mlp(6, 3, [8, 8, 8], "relu", InitSpec(scheme=entry.start), np.random.default_rng(0),
+                      residual=True, branch_scale=entry.branch_scale)
+    entry.apply(model)
+    x = np.random.default_rng(1).standard_normal((5, 6))
+    model.forward(x)
+    # both schemes start every residual block as the identity: the last hidden output is the stem's
+    np.testing.assert_array_equal(model.blocks[-1].preact, model.blocks[0].output)
+    with pytest.raises(EngineError, match="residual"):
+        entry.apply(build_mlp(6, 3, [8, 8], "relu", InitSpec(scheme=entry.start)))

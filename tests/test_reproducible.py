@@ -14,6 +14,7 @@ from click.testing import CliRunner
 import initlab
 from initlab.cli import cli
 from initlab.output.files import read_json, read_npz
+from initlab.sweeps.manifest import apply_journal
 
 CONFIG = """\
 data: {kind: teacher, samples: 300, features: 12, eval_samples: 100, classes: 4}
@@ -102,7 +103,11 @@ def test_sweep_points_match_with_1_or_2_workers_and_after_resume(tmp_path):
         while time.monotonic() < deadline and proc.poll() is None:
             found = list(tmp_path.glob("resumed/*/sweep-*/manifest.json"))
             try:
-                points = json.loads(found[0].read_text())["points"] if found else []
+                points = []
+                if found:
+                    manifest = json.loads(found[0].read_text())
+                    apply_journal(found[0].parent, manifest)  # outcomes since the last manifest.json rewrite
+                    points = manifest["points"]
             except ValueError:
                 points = []
             if points and points[0]["status"] == "completed":

@@ -46,7 +46,7 @@ def test_the_scheduler_comes_from_the_environment_too(tmp_path, cluster, monkeyp
 def test_an_unreachable_scheduler_is_a_usage_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("INITLAB_DASK_SCHEDULER", raising=False)
-    monkeypatch.setattr("initlab.sweeps.backends.DASK_CONNECT_TIMEOUT", "1s")
+    monkeypatch.setenv("INITLAB_DASK_TIMEOUT", "1")
     res = CliRunner().invoke(cli, ["sweep", "--std", "1,2", "--scheduler", "tcp://127.0.0.1:9"], catch_exceptions=False)
     assert res.exit_code == 2
     assert res.stderr.startswith("Error: --scheduler tcp://127.0.0.1:9: cannot connect")

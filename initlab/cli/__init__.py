@@ -10,8 +10,11 @@ import click
 
 from initlab import __version__
 from initlab.cli.app import InitlabGroup
+from initlab.cli.compare import compare
+from initlab.cli.export import export
 from initlab.cli.info import data, list_, plot
 from initlab.cli.run import run, validate
+from initlab.cli.runs import runs
 from initlab.cli.sweep import sweep
 from initlab.cli.theory import theory
 
@@ -28,10 +31,11 @@ def cli(debug):
       initlab run configs/relu_he.yaml --set model.depth=10
       initlab sweep --std 1,0.01                   # the textbook's two weight scales side by side
       initlab list                                 # activations, init schemes, optimizers, data kinds
+      initlab runs --limit 5                       # the newest runs and sweeps, one line each
     """
 
 
-for _command in (run, sweep, plot, list_, validate, data, theory):
+for _command in (run, sweep, plot, list_, validate, data, theory, export, runs, compare):
     cli.add_command(_command)
 
 

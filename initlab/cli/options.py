@@ -5,7 +5,7 @@ import signal
 
 import click
 
-from initlab.cli.app import EXIT_USAGE, Failure
+from initlab.cli.app import EXIT_USAGE, JSON_STATE, Failure
 
 
 def install_sigterm() -> None:
@@ -40,9 +40,21 @@ def load(config_path, sets=(), seed=None):
 
 
 def emit_json(obj) -> None:
+    """Print the command's one JSON object (strict: NaN and ±inf become null), with ``schema_version``."""
+    import initlab
     from initlab.output.files import dumps
 
+    if isinstance(obj, dict):
+        obj = {**obj, "schema_version": initlab.SCHEMA_VERSION}
+    JSON_STATE["emitted"] = True
     click.echo(dumps(obj).rstrip("\n"))
+
+
+def absolute(path) -> str | None:
+    """A path as JSON gives it: absolute (through symlinks such as ``latest``), or None."""
+    from pathlib import Path
+
+    return None if path is None else str(Path(path).resolve())
 
 
 def say(quiet: bool, msg: str) -> None:
@@ -61,3 +73,11 @@ fail_on_diverge_option = click.option("--fail-on-diverge", is_flag=True, help="E
 
 def out_option(help: str = "Output root; runs go to OUT/NAME/TIMESTAMP/.", file_okay: bool = True):
     return click.option("--out", type=click.Path(file_okay=file_okay), default="outputs", show_default=True, help=help)
+
+
+def provenance(config_path=None, overrides=(), seed=None, axes=None, kind: str = "run") -> dict:
+    """:func:`initlab.provenance.collect` with this invocation's command line."""
+    from initlab.provenance import collect
+
+    return collect(config_path=config_path, overrides=overrides, seed=seed, axes=axes, kind=kind,
+                   command=["initlab", *JSON_STATE["args"]])

@@ -4,7 +4,9 @@ from __future__ import annotations
 import click
 
 from initlab.cli.app import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Failure
+from initlab.cli.export import export_finished, export_flags, preflight
 from initlab.cli.options import (
+    absolute,
     config_argument,
     emit_json,
     fail_on_diverge_option,
@@ -12,6 +14,7 @@ from initlab.cli.options import (
     json_option,
     load,
     out_option,
+    provenance,
     quiet_option,
     say,
     seed_option,
@@ -40,7 +43,8 @@ def summary_line(metrics: dict) -> str:
 @json_option
 @quiet_option
 @fail_on_diverge_option
-def run(config, sets, seed, out, as_json, quiet, fail_on_diverge):
+@export_flags
+def run(config, sets, seed, out, as_json, quiet, fail_on_diverge, to_tensorboard, to_mlflow):
     """Run one experiment and write its run directory.
 
     CONFIG is a YAML file; without it the embedded default runs (the textbook's 5×100 sigmoid
@@ -51,28 +55,41 @@ def run(config, sets, seed, out, as_json, quiet, fail_on_diverge):
       initlab run configs/sigmoid_std1.yaml --set model.depth=10 --seed 3
     """
     cfg = load(config, sets, seed)
+    preflight(to_tensorboard, to_mlflow)
     install_sigterm()
+    from initlab.config import ignored_settings
+    from initlab.experiment import StoppedAfterSaving
     from initlab.experiment import run as run_experiment
     from initlab.output.files import OutputError
 
+    for note in ignored_settings(cfg):  # also kept in metrics.json's warnings
+        say(quiet or as_json, f"warning: {note}")
     try:
-        result = run_experiment(cfg, out=out, progress=not quiet and not as_json)
+        result = run_experiment(cfg, out=out, progress=not quiet and not as_json,
+                                provenance=provenance(config_path=config, overrides=sets, seed=seed))
+    except StoppedAfterSaving as e:  # the signal came after the last file: metrics.json decides
+        result = e.result
     except OutputError as e:
         raise Failure(str(e), EXIT_FAILED) from e
-    metrics = dict(result.metrics, run_dir=result.run_dir)
+    run_dir = absolute(result.run_dir)
+    code = {"failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}.get(result.status, EXIT_OK)
+    if result.status == "diverged" and fail_on_diverge:
+        code = EXIT_DIVERGED
+    metrics = dict(result.metrics, run_dir=run_dir, exit_code=code)
+    export_finished(result.run_dir, to_tensorboard, to_mlflow, quiet or as_json, result.status)
     if as_json:
         emit_json(metrics)
-    elif result.status != "failed":  # a failure is said once, in the Error: line
-        say(quiet, f"{result.run_dir}: {summary_line(metrics)}")
+    else:
+        click.echo(run_dir)  # stdout holds the run directory alone: d=$(initlab run …) works
+        if result.status != "failed":  # a failure is said once, in the Error: line
+            say(quiet, f"{run_dir}: {summary_line(metrics)}")
     if result.status == "failed":
-        raise Failure(f"run failed: {result.error} (see {result.run_dir}/metrics.json)", EXIT_FAILED)
+        raise Failure(f"run failed: {result.error} (see {run_dir}/metrics.json)", EXIT_FAILED)
     if result.status == "interrupted":
-        say(quiet, f"interrupted after {metrics.get('steps_done')} steps; partial results in {result.run_dir}")
-        return EXIT_INTERRUPTED
-    if result.status == "diverged" and fail_on_diverge:
+        say(quiet, f"interrupted after {metrics.get('steps_done')} steps; partial results in {run_dir}")
+    if code == EXIT_DIVERGED:
         say(quiet, "the loss diverged (--fail-on-diverge)")
-        return EXIT_DIVERGED
-    return EXIT_OK
+    return code
 
 
 @click.command()
@@ -89,7 +106,7 @@ def validate(config, sets, seed, as_json):
     """
     cfg = load(config, sets, seed)
     if as_json:
-        emit_json({"valid": True, "config_hash": cfg.hash, "config": cfg.to_dict()})
+        emit_json({"status": "ok", "valid": True, "config_hash": cfg.hash, "config": cfg.to_dict()})
     else:
         from initlab.config import dump_yaml
 

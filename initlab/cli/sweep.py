@@ -4,7 +4,25 @@ from __future__ import annotations
 import click
 
 from initlab.cli.app import EXIT_USAGE, Failure
-from initlab.cli.options import emit_json, install_sigterm, json_option, out_option, quiet_option
+from initlab.cli.export import export_finished, export_flags, preflight
+from initlab.cli.options import (
+    absolute,
+    emit_json,
+    install_sigterm,
+    json_option,
+    out_option,
+    provenance,
+    quiet_option,
+)
+
+
+def _status(result, code: int) -> str:
+    """The sweep's one word: interrupted, failed, diverged or completed (the worst of its points)."""
+    if result.interrupted or code == 130:
+        return "interrupted"
+    if code == 1:
+        return "failed"
+    return "diverged" if result.counts.get("diverged") else "completed"
 
 
 @click.command()
@@ -28,8 +46,9 @@ from initlab.cli.options import emit_json, install_sigterm, json_option, out_opt
 @click.option("--figures", is_flag=True, help="Also draw each point's own figures (slower; `initlab plot RUN_DIR` draws them later).")
 @json_option
 @quiet_option
+@export_flags
 def sweep(config, std, init_, activation, depth, sets, seed, seeds, workers, out, resume, scheduler,
-          fail_fast, fail_on_diverge, figures, as_json, quiet):
+          fail_fast, fail_on_diverge, figures, as_json, quiet, to_tensorboard, to_mlflow):
     """Run a grid of experiments in parallel: one summary table and one comparative figure.
 
     The grid is the Cartesian product of CONFIG's `sweep:` axes and the lists given here
@@ -51,26 +70,38 @@ def sweep(config, std, init_, activation, depth, sets, seed, seeds, workers, out
     from initlab.sweeps.plan import command_axes
     from initlab.sweeps.runner import sweep as run_sweep
 
+    preflight(to_tensorboard, to_mlflow)
     install_sigterm()
     say = (lambda msg: None) if quiet or as_json else (lambda msg: click.echo(msg, err=True))
     try:
         axes = command_axes(std=std, init=init_, activation=activation, depth=depth,
                             sets=[s for s in sets])
+        origin = provenance(config_path=config, overrides=list(sets), seed=seed,
+                            axes={a.key: a.values for a in axes} if isinstance(axes, list) else None, kind="sweep")
         result = run_sweep(config, axes, seed=seed, seeds=seeds, out=out, workers=workers, fail_fast=fail_fast,
                            resume=resume, scheduler=scheduler, figures=figures,
-                           progress=not quiet and not as_json, log=say)
+                           progress=not quiet and not as_json, log=say, provenance=origin)
     except (ConfigError, EngineError, RuntimeStateError) as e:
         raise Failure(str(e), EXIT_USAGE) from e
     except OutputError as e:
         raise Failure(str(e)) from e
-    if as_json:
-        emit_json({"sweep_dir": str(result.sweep_dir), "counts": result.counts, "points": result.points})
-    else:
-        shown = ", ".join(f"{n} {k}" for k, n in result.counts.items() if n)
-        say(f"{result.sweep_dir}: {shown}; summary.csv, sweep.png")
-        if result.stopped_by in ("SIGINT", "SIGTERM"):
-            say(f"interrupted; `initlab sweep --resume {result.sweep_dir}` runs the rest")
+    if not result.error:
+        export_finished(result.sweep_dir, to_tensorboard, to_mlflow, quiet or as_json,
+                        "interrupted" if result.stopped_by else "done")
     code = result.exit_code(fail_on_diverge)
+    sweep_dir = absolute(result.sweep_dir)
+    if as_json:
+        # Points' run_dir is relative to the sweep in summary.json; in --json every path is absolute.
+        points = [{**p, "run_dir": absolute(result.sweep_dir / p["run_dir"]) if p.get("run_dir") else None}
+                  for p in result.points]
+        emit_json({"status": _status(result, code), "sweep_dir": sweep_dir, "counts": result.counts,
+                   "points": points, "exit_code": code, "error": result.error})
+    else:
+        click.echo(sweep_dir)  # stdout holds the sweep directory alone: d=$(initlab sweep …) works
+        shown = ", ".join(f"{n} {k}" for k, n in result.counts.items() if n)
+        say(f"{sweep_dir}: {shown}; summary.csv, sweep.png")
+        if result.stopped_by in ("SIGINT", "SIGTERM"):
+            say(f"interrupted; `initlab sweep --resume {sweep_dir}` runs the rest")
     if result.error:
         raise Failure(f"{result.error} (sweep directory: {result.sweep_dir})")
     if code == 1 and not as_json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from initlab.cli.app import EXIT_USAGE, Failure
-from initlab.cli.options import emit_json, json_option, load, out_option, seed_option, set_option
+from initlab.cli.options import absolute, emit_json, json_option, load, out_option, seed_option, set_option
 
 
 def _fmt(x, spec=".4g") -> str:
@@ -54,9 +54,9 @@ def theory(config, sets, seed, phase, out, as_json):
     cfg = load(config, sets, seed)
     report = measure(cfg)
     if phase:
-        report["phase_diagram"] = str(draw_phase_diagram(cfg, report["theory"], out))
+        report["phase_diagram"] = absolute(draw_phase_diagram(cfg, report["theory"], out))
     if as_json:
-        emit_json(report)
+        emit_json({"status": "ok", **report, "phase_diagram": report.get("phase_diagram")})
         return
     t = report["theory"]
     click.echo(f"{cfg.name}: {cfg.model.depth}×{cfg.model.width} {cfg.model.activation}, init {cfg.init.scheme}")

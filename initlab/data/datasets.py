@@ -61,7 +61,11 @@ def mnist(d, rng, dtype) -> Dataset:
 
     x_train, y_train, x_test, y_test = load_mnist(dtype=np.dtype(dtype).name)
     n, m = d.samples or len(x_train), d.eval_samples or len(x_test)
-    return Dataset(x_train[:n], y_train[:n], x_test[:m], y_test[:m], "classification", 10)
+    x_train, x_test = x_train[:n], x_test[:m]
+    if getattr(d, "pixel_scale", None) == "raw":
+        # Back to the files' integers 0–255 (rint undoes the rounding of /255 in float32).
+        x_train, x_test = (np.rint(x * 255).astype(x.dtype) for x in (x_train, x_test))
+    return Dataset(x_train, y_train[:n], x_test, y_test[:m], "classification", 10)
 
 
 DATASETS = {"gaussian": teacher, "mnist": mnist, "regression": regression, "teacher": teacher}
@@ -85,4 +89,5 @@ def build_dataset(d, rng: np.random.Generator, dtype) -> Dataset:
     if d.kind not in DATASETS:
         raise DataError(f"unknown data kind '{d.kind}'")
     ds = DATASETS[d.kind](d, rng, np.dtype(dtype))
-    return standardize(ds) if d.standardize else ds
+    # pixel_scale "standardized" is standardize: true for MNIST; both together z-score once.
+    return standardize(ds) if d.standardize or getattr(d, "pixel_scale", None) == "standardized" else ds

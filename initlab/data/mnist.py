@@ -43,6 +43,14 @@ SHA256 = {
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
 
+# Their sizes in bytes: a download is cut off (not read in full) when a server sends more.
+SIZES = {
+    "train-images-idx3-ubyte.gz": 9912422,
+    "train-labels-idx1-ubyte.gz": 28881,
+    "t10k-images-idx3-ubyte.gz": 1648877,
+    "t10k-labels-idx1-ubyte.gz": 4542,
+}
+
 _MEMO: dict[tuple, tuple[np.ndarray, ...]] = {}
 
 
@@ -108,7 +116,7 @@ def fetch_mnist(url: str | None = None, progress: bool = True) -> list[Path]:
     for name, digest in ((n, SHA256[n]) for n in FILES):
         path = folder / name
         if not (path.is_file() and sha256_file(path) == digest):
-            download(base + name, path, digest, progress=progress)
+            download(base + name, path, digest, progress=progress, size=SIZES[name])
         paths.append(path)
     return paths
 

@@ -57,6 +57,9 @@ def lsuv_init(model, x_batch: np.ndarray, tol: float = 0.1, max_passes: int = 10
         raise EngineError(f"lsuv tolerance must be in (0, 1), got {tol!r}")
     if isinstance(max_passes, bool) or not isinstance(max_passes, (int, np.integer)) or max_passes < 1:
         raise EngineError(f"lsuv max_passes must be a positive integer, got {max_passes!r}")
+    if any(getattr(b, "residual", False) for b in model.blocks):
+        # Its layer-by-layer forward pass below is a plain net's; a residual block's output is not φ(Wx).
+        raise EngineError("lsuv is defined for plain nets, not residual ones (use fixup, skipinit or a branch_scale)")
     linears = [b.linear for b in model.blocks] + [model.head]
     if rng is not None:
         for lin in linears:

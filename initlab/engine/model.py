@@ -1,4 +1,5 @@
-"""The multi-layer perceptron: hidden blocks Linear → [BatchNorm | LayerNorm] → φ, then a Linear output."""
+"""The multi-layer perceptron: hidden blocks Linear → [BatchNorm | LayerNorm] → φ, then a Linear output
+(with ``residual=True``, blocks 2… are pre-activation residual blocks: :mod:`initlab.engine.residual`)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -9,6 +10,7 @@ import numpy as np
 from initlab.engine.activations import get_activation
 from initlab.engine.initializers import STD_SCHEMES, calculate_gain, canonical, get_initializer
 from initlab.engine.layers import ActivationLayer, BatchNorm, LayerNorm, Linear
+from initlab.engine.residual import ResidualBlock, branch_scales, resolve_branch_scale
 from initlab.errors import EngineError, check_number, check_size
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -140,8 +142,16 @@ def build_mlp(
     dtype: str = "float32",
     slope: float = 0.01,
     bn_momentum: float = 0.1,
+    bn_eps: float = 1e-5,
+    residual: bool = False,
+    branch_scale=None,
 ) -> MLP:
-    """Assemble an MLP; the init applies to every Linear layer, the output layer included."""
+    """Assemble an MLP; the init applies to every Linear layer, the output layer included.
+
+    ``residual``: hidden blocks 2… are pre-activation residual blocks ``h + α·f(h)`` (block 1, the
+    stem, stays plain and projects the input to the width; see :mod:`initlab.engine.residual`);
+    ``branch_scale`` is α (None: 1).
+    """
     init = init or InitSpec()
     rng = rng if rng is not None else np.random.default_rng(0)
     if not isinstance(dtype, str) or dtype not in DTYPES:
@@ -153,6 +163,13 @@ def build_mlp(
         raise EngineError("choose batchnorm or layernorm, not both")
     sizes = [check_size("n_in", n_in), *(check_size("width", w) for w in widths), check_size("n_out", n_out)]
     widths = sizes[1:-1]
+    if residual:
+        if len(widths) < 2 or len(set(widths)) != 1:
+            raise EngineError(f"a residual net needs at least 2 hidden layers of one width (a plain stem, then "
+                              f"residual blocks), got widths {widths}")
+        alpha, learnable = resolve_branch_scale(branch_scale, len(widths) - 1)
+    elif branch_scale is not None:
+        raise EngineError("branch_scale applies to residual nets only (set residual)")
     dt = DTYPES[dtype]
     phi = get_activation(activation, slope)
     gain = resolve_gain(init, activation, slope)
@@ -165,11 +182,17 @@ def build_mlp(
         return Linear(W, b, name=f"layer{i + 1}" if i < len(widths) else "output")
 
     blocks = []
+    shared_alpha = branch_scales(len(widths) - 1, dt) if residual and learnable else None
     for i, w in enumerate(widths):
         norm = None
         if batchnorm:
-            norm = BatchNorm(w, dt, momentum=bn_momentum, name=f"bn{i + 1}")
+            norm = BatchNorm(w, dt, eps=bn_eps, momentum=bn_momentum, name=f"bn{i + 1}")
         elif layernorm:
             norm = LayerNorm(w, dt, name=f"ln{i + 1}")
-        blocks.append(Block(linear(i), norm, ActivationLayer(phi, name=f"act{i + 1}")))
+        act = ActivationLayer(phi, name=f"act{i + 1}")
+        if residual and i > 0:
+            scale = (shared_alpha, i - 1) if shared_alpha is not None else alpha
+            blocks.append(ResidualBlock(linear(i), norm, act, scale, name=f"res{i + 1}"))
+        else:
+            blocks.append(Block(linear(i), norm, act))
     return MLP(blocks, linear(len(widths)), dt)

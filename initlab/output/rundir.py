@@ -7,6 +7,8 @@ still takes that much, and the error is raised: a run directory never claims a r
 """
 from __future__ import annotations
 
+import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -26,15 +28,55 @@ def metrics_document(metrics: dict) -> dict:
             **{k: v for k, v in metrics.items() if k not in METRICS_ORDER}}
 
 
+LATEST = "latest"
+
+
+def link_latest(path) -> None:
+    """Point ``<parent>/latest`` at ``path`` (a finished run or sweep directory) atomically.
+
+    The link is made under a temporary name and renamed over ``latest``, so a reader sees the old
+    target or the new one, never no link; concurrent runs of one name leave it at whichever
+    finished last, always a complete one. The target is relative, so the tree can be moved.
+    Best effort: a file system without symlinks costs the shortcut, not the run.
+    """
+    path = Path(path).resolve()  # given as .../latest itself (a resumed sweep): link to what it names
+    link = path.parent / LATEST
+    tmp = path.parent / f".{LATEST}.tmp-{os.getpid()}-{threading.get_ident()}"
+    try:
+        if tmp.is_symlink():
+            tmp.unlink()
+        os.symlink(path.name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
 class RunWriter:
     def __init__(self, path: Path, cfg: Config):
         self.path = Path(path)
         self.cfg = cfg
+        self.own_folder = False  # made by create(): <out>/<name>/latest is ours to update
 
     @classmethod
-    def create(cls, out, cfg: Config) -> "RunWriter":
-        """Make ``<out>/<name>/<timestamp>[-N]/`` exclusively and save the resolved config in it."""
-        return cls(run_dir(out, cfg.name), cfg)._save_config()
+    def create(cls, out, cfg: Config, provenance: dict | None = None) -> "RunWriter":
+        """Make ``<out>/<name>/<timestamp>[-N]/`` exclusively; save the resolved config (and provenance) in it."""
+        writer = cls(run_dir(out, cfg.name), cfg)
+        writer.own_folder = True
+        writer._save_config()
+        if provenance is not None:
+            writer.save_provenance(provenance)
+        return writer
+
+    def save_provenance(self, provenance: dict) -> None:
+        """``provenance.json``: how this run was made (see :mod:`initlab.provenance`)."""
+        try:
+            write_json(self.path / "provenance.json", {**provenance, "schema_version": initlab.SCHEMA_VERSION})
+        except Exception as e:
+            self.mark_failed(e)
+            raise
 
     @classmethod
     def open(cls, path, cfg: Config) -> "RunWriter":
@@ -75,6 +117,8 @@ class RunWriter:
                     metrics["warnings"] = [*metrics.get("warnings", []), *notes]
             result.metrics = metrics_document(metrics)
             write_json(self.path / "metrics.json", result.metrics)
+            if self.own_folder:
+                link_latest(self.path)
         except Exception as e:
             result.status = "failed"
             result.error = describe(e)
@@ -102,7 +146,8 @@ class RunWriter:
     def mark_failed(self, error: BaseException, metrics: dict | None = None) -> None:
         """Best effort: a ``metrics.json`` with status ``failed`` and the error (the disk may refuse it too)."""
         small = {"status": "failed", "initlab_version": initlab.__version__, "config_hash": self.cfg.hash,
-                 "name": self.cfg.name, "seed": self.cfg.seed, "error": describe(error)}
+                 "name": self.cfg.name, "seed": self.cfg.seed, "error": describe(error),
+                 "schema_version": initlab.SCHEMA_VERSION}
         for attempt in ({**(metrics or {}), **small}, small):
             try:
                 write_json(self.path / "metrics.json", attempt)

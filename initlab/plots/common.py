@@ -3,6 +3,7 @@ and the textbook's row of per-layer histograms."""
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,28 @@ def figure(width, height):
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig
+
+
+def wrap(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` (existing line breaks kept)."""
+    per_line = max(20, int(width_in * 72 / (0.56 * fontsize)))  # an average glyph is ~0.56 em wide
+    return "\n".join(textwrap.fill(line, per_line) if line else line for line in text.split("\n"))
+
+
+def suptitle(fig, text: str, fontsize: float = 10):
+    """The figure's title, wrapped to its width instead of running off both sides."""
+    return fig.suptitle(wrap(text, fig.get_figwidth() * 0.96, fontsize), fontsize=fontsize)
+
+
+def round_sig(x, digits: int = 3) -> str:
+    """``x`` with ``digits`` significant digits for titles (0.0857696 → 0.0858)."""
+    return f"{x:.{digits}g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
+
+
+def panel_grid(n_panels: int, most_per_row: int = 5) -> tuple[int, int]:
+    """(rows, columns) for ``n_panels`` per-layer panels: deep nets wrap into rows of at most 5."""
+    cols = n_panels if n_panels <= most_per_row else -(-n_panels // -(-n_panels // most_per_row))
+    return -(-n_panels // cols), cols
 
 
 def save_png(fig, path: Path) -> None:
@@ -52,34 +75,67 @@ def stat_text(snap_layer: dict) -> str:
     return "\n".join(lines)
 
 
-def draw_histogram_row(axes, snap, layers, predicted=None, clip_zero_spike=False):
-    """One row of the textbook's figure: a histogram per layer, titled ``k-layer``."""
+OVERLAY = "#DD8452"
+
+
+def own_ranges(snap, layers) -> bool:
+    """Whether the layers' histograms were binned over different ranges (see the recorder)."""
+    edges = [snap.data["act_edges"][li] for li in layers]
+    fin = [e for e in edges if np.all(np.isfinite(e))]
+    return len(fin) > 1 and any(not np.allclose(e[[0, -1]], fin[0][[0, -1]], rtol=1e-9, atol=0) for e in fin)
+
+
+def draw_histogram_row(axes, snap, layers, predicted=None, clip_zero_spike=False, titles=True):
+    """One row of the textbook's figure: a histogram per layer, titled ``k-layer``.
+
+    The mean-field prediction, when given, is a thin bracket at predicted mean ± std near the foot of
+    each panel (gid ``"meanfield"``): a line, not a shaded region, so it tints no empty bins. When the
+    recorder binned each layer over its own range, each panel's x label says so.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     ymax = 0
+    own = own_ranges(snap, layers)
     for ax, li in zip(axes, layers):
         counts = snap.data["act_counts"][li]
         edges = snap.data["act_edges"][li]
         st = snap.layer(li)
+        spike = False
         if np.all(np.isfinite(edges)):
             ax.stairs(counts, edges, fill=True, color="#4C72B0", alpha=0.85)
             ax.set_xlim(edges[0], edges[-1])
             shown = counts[1:] if (clip_zero_spike and st["dead_frac"] and len(counts) > 1) else counts
             ymax = max(ymax, int(shown.max()) if len(shown) else 0)
-            if clip_zero_spike and st["dead_frac"] and counts[0] > (shown.max() if len(shown) else 0):
-                ax.annotate(f"◀ first bar: {counts[0]}\n   (clipped)", xy=(edges[1], 0.5), xycoords=("data", "axes fraction"),
-                            xytext=(2, 0), textcoords="offset points", fontsize=7, color="#8B0000", va="center")
+            spike = bool(clip_zero_spike and st["dead_frac"] and counts[0] > (shown.max() if len(shown) else 0))
+            if spike:  # below the statistics box (top right), so neither hides the other
+                ax.annotate(f"◀ first bar: {counts[0]} (clipped)", xy=(edges[1], 0.4), xycoords=("data", "axes fraction"),
+                            xytext=(2, 0), textcoords="offset points", fontsize=6.5, color="#8B0000", va="center")
+            if own:
+                ax.set_xlabel("own x-range", fontsize=7, color="#8B0000", labelpad=1)
         else:
             ax.text(0.5, 0.5, "non-finite", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(f"{li + 1}-layer", fontsize=10)
+        if titles:
+            ax.set_title(f"{li + 1}-layer", fontsize=10)
         text = stat_text(st)
         if predicted is not None and predicted[li] is not None:
             text += f"\nmean-field std {predicted[li][1]:.3g}"
-        ax.text(0.97, 0.95, text, ha="right", va="top", transform=ax.transAxes, fontsize=7.5,
+        ax.text(0.97, 0.95, text, ha="right", va="top", transform=ax.transAxes, fontsize=7,
                 bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#bbbbbb", alpha=0.85))
         if predicted is not None and predicted[li] is not None:
-            mean_std = predicted[li]
-            ax.axvspan(mean_std[0] - mean_std[1], mean_std[0] + mean_std[1], color="#DD8452", alpha=0.18, lw=0)
+            m, s = predicted[li]
+            foot = ax.get_xaxis_transform()  # x in data, y in axes fraction
+            ax.plot([m - s, m + s], [0.035, 0.035], transform=foot, color=OVERLAY, lw=1.3, solid_capstyle="butt",
+                    marker="|", ms=6, mew=1.3, gid="meanfield", zorder=4)
+            ax.plot([m], [0.035], transform=foot, color=OVERLAY, marker="o", ms=3, gid="meanfield", zorder=4)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=3))  # few ticks: neighbouring panels' labels never touch
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=False)
+        ax.xaxis.get_offset_text().set_fontsize(7)
     return ymax
+
+
+OVERLAY_NOTE = "orange bracket: mean-field prediction, mean ± std"
+OWN_RANGE_NOTE = "each panel has its own x-range: the spread differs by more than 10× between layers"
 
 
 def predicted(metrics, n_layers):
@@ -95,6 +151,25 @@ def predicted(metrics, n_layers):
 def clips_zero_spike(cfg: dict) -> bool:
     """Whether histograms clip the first bar: activations with dead units pile up there."""
     return ACTIVATIONS[cfg["model"]["activation"]].has_dead_units
+
+
+def tidy_log_axis(ax, values) -> None:
+    """A log y axis spanning at least one decade (a 1.5× change must not look like a cliff); minor
+    ticks unlabelled when two or more powers of ten are labelled anyway."""
+    from matplotlib.ticker import NullFormatter
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    ax.set_yscale("log")
+    if not len(v):
+        return
+    lo, hi = float(v.min()), float(v.max())
+    if hi / lo < 10:
+        centre = np.sqrt(lo * hi)
+        lo, hi = centre / np.sqrt(10) / 1.15, centre * np.sqrt(10) * 1.15
+        ax.set_ylim(lo, hi)
+    if np.floor(np.log10(hi)) - np.ceil(np.log10(lo)) >= 1:
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def smooth(y: np.ndarray, window: int) -> np.ndarray:

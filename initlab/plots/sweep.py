@@ -1,5 +1,6 @@
 """``sweep.png``: the points of a sweep side by side, drawn only from the files in the sweep directory.
 
+:func:`sweep_figure` returns the figure (a matplotlib Figure), :func:`plot_sweep` saves it.
 This module reads the points and picks the layout; each layout is drawn by its own module:
 
 - forward-only sweeps: the textbook's histogram figure for every point at once (rows = points,
@@ -51,36 +52,73 @@ def _read(path):
         return None
 
 
-def plot_sweep(sweep_dir) -> list[Path]:
-    """Draw ``sweep.png`` from a sweep directory's manifest and run directories; returns the paths written."""
+def sweep_figure(sweep_dir):
+    """``sweep.png`` as a matplotlib Figure, drawn from a sweep directory's manifest and run directories."""
     from initlab.output.readers import read_manifest
 
     sweep_dir = Path(sweep_dir)
     manifest = read_manifest(sweep_dir)
     points = [_Point(sweep_dir, mp) for mp in manifest["points"]]
     shown = [p for p in points if p.drawable]
-    out = sweep_dir / "sweep.png"
     if not shown:
         fig = figure(6, 2)
         fig.text(0.5, 0.5, f"{manifest.get('name', '')}: no point has finished yet", ha="center", va="center")
-        save_png(fig, out)
-        return [out]
+        return fig
     _suffix_labels(shown)
     title = f"{manifest.get('name', sweep_dir.name)}: {len(points)} points — {_fixed(shown)}"
     if all(p.cfg["train"]["steps"] == 0 for p in shown):
-        fig = histogram_grid(shown, title)
-    else:
-        grid = bool_grid(manifest)
-        fig = small_multiples(shown, grid, title) if grid else overlay(shown, title)
-    save_png(fig, out)
+        return histogram_grid(shown, title)
+    grid = bool_grid(manifest)
+    return small_multiples(shown, grid, title) if grid else overlay(shown, title)
+
+
+def plot_sweep(sweep_dir) -> list[Path]:
+    """Draw ``sweep.png`` from a sweep directory's manifest and run directories; returns the paths written."""
+    out = Path(sweep_dir) / "sweep.png"
+    save_png(sweep_figure(sweep_dir), out)
     return [out]
 
 
+def _round_part(part: str) -> str:
+    """``std=0.0857696`` → ``std=0.0858``: a label is read, not parsed (the manifest keeps the exact value)."""
+    key, eq, value = part.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return part
+    return f"{key}={number:.3g}" if eq and value.strip().lower() not in ("nan", "inf", "-inf") else part
+
+
+def _theory_part(p) -> str | None:
+    """``σ_w²=1.5, ordered, χ₁=0.94``: what the README discusses, from the point's mean-field metrics."""
+    t = (p.metrics or {}).get("theory") or {}
+    if not t.get("applies") or t.get("sigma_w2") is None or t.get("chi1") is None:
+        return None
+    return f"σ_w²={t['sigma_w2']:.3g}, {t.get('phase') or '?'}, χ₁={t['chi1']:.2g}"
+
+
+def _tidy_labels(points) -> None:
+    """Round numbers in the labels; where the points differ by their weight scale and every point has a
+    mean-field prediction, add σ_w², the phase and χ₁ (in place of a gain, beside a std)."""
+    theory = [_theory_part(p) for p in points]
+    use_theory = all(theory) and len(set(theory)) > 1
+    for p, th in zip(points, theory):
+        parts = [_round_part(x) for x in p.label.split(", ")]
+        if use_theory:  # a gain says nothing by itself: replace it; a std is the textbook's knob: keep it
+            gains = [x for x in parts if x.split("=")[0] in ("gain", "init.gain")]
+            stds = [x for x in parts if x.split("=")[0] in ("std", "init.std")]
+            if gains or stds:
+                parts = [x for x in parts if x not in gains] + [th]
+        p.label = ", ".join(parts)
+
+
 def _suffix_labels(points) -> None:
+    _tidy_labels(points)
     for p in points:
         if p.status == "diverged":
             steps = (p.metrics or {}).get("steps_done")
-            p.legend = f"{p.label} — diverged" + (f" at step {steps + 1}" if steps is not None else "")
+            at = (p.metrics or {}).get("diverged_at_step") or (steps + 1 if steps is not None else None)
+            p.legend = f"{p.label} — non-finite" + (f" at step {at}" if at is not None else "")
         elif p.status not in ("completed",):
             p.legend = f"{p.label} ({p.status})"
         else:
@@ -118,13 +156,13 @@ def _fixed(points) -> str:
     parts = [net] if net else []
     i = c["init"]
     if same("init.scheme", "init.std"):
-        parts.append(f"init {i['scheme']}" + (f" std={i['std']:g}" if i.get("std") is not None else ""))
+        parts.append(f"init {i['scheme']}" + (f" std={i['std']:.3g}" if i.get("std") is not None else ""))
     elif same("init.scheme"):
         parts.append(f"init {i['scheme']}")
     if same("data.kind"):
         parts.append(f"{c['data']['kind']} data")
     if same("optimizer.name", "optimizer.lr") and c["train"]["steps"]:
-        parts.append(f"{c['optimizer']['name']} lr={c['optimizer']['lr']:g}")
+        parts.append(f"optimizer={c['optimizer']['name']} lr={c['optimizer']['lr']:.3g}")
     if same("train.steps") and c["train"]["steps"]:
         parts.append(f"{c['train']['steps']} steps")
     if same("train.clip_norm") and c["train"].get("clip_norm"):

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from initlab.plots.common import figure, shown_layers, smooth, smoothing_window
+from initlab.plots.common import figure, shown_layers, smooth, smoothing_window, suptitle, tidy_log_axis
 
 COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
 
@@ -47,14 +47,17 @@ def overlay(points, title):
     classification = any(p.history is not None and np.isfinite(p.history.get("train_acc", np.array([]))).any()
                          for p in points)
     _loss_panel(ax_loss, points, colors, first)
+    banded = set()
+    if len(first) < len(points) and not classification:
+        banded = _draw_bands(ax_side, points, colors, "grad_norm")
     for p in points:
-        if p.history is not None and len(p.history["step"]):
+        if p.history is not None and len(p.history["step"]) and p.group not in banded:
             _side_curves(ax_side, p, colors[p.index], classification)
     _side_labels(ax_side, points, classification)
     _per_layer(ax_std, points, colors, "act_std", "activation std at initialization, per hidden layer", "std of the layer's output")
     _per_layer(ax_grad, points, colors, "grad_norm", "weight-gradient norm at initialization, per hidden layer", "‖∂loss/∂W‖ (probe batch)")
-    fig.suptitle(title, fontsize=11)
-    fig.subplots_adjust(left=0.07, right=0.985, top=0.92, bottom=0.07, wspace=0.22, hspace=0.32)
+    lines = suptitle(fig, title, 11).get_text().count("\n") + 1
+    fig.subplots_adjust(left=0.07, right=0.985, top=0.95 - 0.03 * lines, bottom=0.07, wspace=0.22, hspace=0.32)
     return fig
 
 
@@ -66,6 +69,7 @@ def _loss_panel(ax, points, colors, first) -> None:
     # The axis range follows the points that did not diverge, so a blow-up does not flatten them.
     stable = any(p.status != "diverged" and p.history is not None and np.isfinite(p.history["train_loss"]).any()
                  for p in points)
+    banded = _draw_bands(ax, points, colors, "train_loss") if repeated else set()
     for p in points:
         h, color = p.history, colors[p.index]
         label = (p.group if repeated else p.legend) if p.index in first else None
@@ -74,8 +78,11 @@ def _loss_panel(ax, points, colors, first) -> None:
             continue
         steps, loss = h["step"], h["train_loss"]
         w = smoothing_window(len(loss))
-        ax.plot(steps, loss, color=color, alpha=0.22, lw=0.7)
-        ax.plot(steps, smooth(loss, w) if w > 1 else loss, color=color, lw=1.9, label=label)
+        if p.group not in banded:
+            ax.plot(steps, loss, color=color, alpha=0.22, lw=0.7)
+            ax.plot(steps, smooth(loss, w) if w > 1 else loss, color=color, lw=1.9, label=label)
+        elif p.index in first:
+            ax.plot([], [], color=color, lw=1.9, label=f"{label} (median of {banded[p.group]} seeds, band: range)")
         finite = loss[np.isfinite(loss)]
         if len(finite) and (p.status != "diverged" or not stable):
             lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
@@ -106,6 +113,29 @@ def _loss_panel(ax, points, colors, first) -> None:
     if any(p.status == "diverged" for p in points):
         ax.text(0.99, 0.01, "✕ last finite loss before it became non-finite (▲ off the scale)", transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=8, color="#444444")
+
+
+def _draw_bands(ax, points, colors, key) -> dict:
+    """Points repeated over seeds: the median of their moving means and a band from the lowest to the
+    highest, one per group (N faint lines per point would hide what the seeds agree on).
+    Returns {group: number of seeds} for the groups drawn this way."""
+    groups = {}
+    for p in points:
+        if p.history is not None and len(p.history["step"]) and p.status != "diverged":
+            groups.setdefault(p.group, []).append(p)
+    drawn = {}
+    for group, members in groups.items():
+        if len(members) < 2 or len({len(m.history["step"]) for m in members}) != 1:
+            continue
+        steps = members[0].history["step"]
+        w = smoothing_window(len(steps))
+        curves = np.array([smooth(m.history[key], w) if w > 1 else m.history[key] for m in members], dtype=float)
+        color = colors[members[0].index]
+        with np.errstate(all="ignore"):
+            ax.fill_between(steps, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), color=color, alpha=0.2, lw=0)
+            ax.plot(steps, np.nanmedian(curves, axis=0), color=color, lw=1.9)
+        drawn[group] = len(members)
+    return drawn
 
 
 def _side_curves(ax, p, color, classification: bool) -> None:
@@ -153,6 +183,13 @@ def _side_labels(ax, points, classification: bool) -> None:
 def _per_layer(ax, points, colors, key, title, ylabel) -> None:
     drawn = False
     n_max = 1
+    arrays = [np.asarray(p.snaps[0].data[key], dtype=float) for p in points]
+    same = len(points) > 1 and all(a.shape == arrays[0].shape and np.array_equal(a, arrays[0], equal_nan=True)
+                                   for a in arrays)
+    if same:  # one line, not N on top of each other in the last point's colour
+        title += "\n(identical for every point)"
+        points = points[:1]
+        colors = {points[0].index: "#444444"}
     for p in points:
         vals = np.asarray(p.snaps[0].data[key], dtype=float)
         vals = np.where(np.isfinite(vals) & (vals > 0), vals, np.nan)
@@ -161,11 +198,8 @@ def _per_layer(ax, points, colors, key, title, ylabel) -> None:
         if np.isfinite(vals).any():
             ax.plot(layers, vals, "o-", color=colors[p.index], ms=4, lw=1.4)
             drawn = True
-    arrays = [np.asarray(p.snaps[0].data[key], dtype=float) for p in points]
-    if len(points) > 1 and all(a.shape == arrays[0].shape and np.array_equal(a, arrays[0], equal_nan=True) for a in arrays):
-        title += "\n(the same for every point)"
     if drawn:
-        ax.set_yscale("log")
+        tidy_log_axis(ax, np.concatenate([np.asarray(p.snaps[0].data[key], dtype=float).ravel() for p in points]))
     else:
         ax.text(0.5, 0.5, "not finite (overflow)", ha="center", va="center", transform=ax.transAxes, color="#C44E52")
         ax.set_yticks([])

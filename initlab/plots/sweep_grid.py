@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from initlab.plots.common import figure, smooth, smoothing_window
+from initlab.plots.common import figure, smooth, smoothing_window, suptitle
 
 
 def bool_grid(manifest):
@@ -39,7 +39,10 @@ def _value_title(axis, value) -> str:
     flat = flatten(axis["key"], value)
     every = [flatten(axis["key"], v) for v in axis["values"]]
     keys = [k for k in flat if len({repr(e.get(k)) for e in every}) > 1] or list(flat)
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={format_value(flat[k])}" for k in keys)
+    def shown(v):  # titles are read, not parsed: 0.0857696 → 0.0858 (the manifest keeps the exact value)
+        return f"{v:.3g}" if isinstance(v, float) else format_value(v)
+
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={shown(flat[k])}" for k in keys)
 
 
 def small_multiples(points, grid, title):
@@ -48,7 +51,7 @@ def small_multiples(points, grid, title):
     n = len(many["values"])
     ncol = math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)
-    fig = figure(3.0 * ncol + 0.4, 2.45 * nrow + 1.1)
+    fig = figure(3.0 * ncol + 0.4, 2.45 * nrow + 1.3)
     axes = fig.subplots(nrow, ncol, squeeze=False, sharex=True, sharey=True)
     classification = any(p.history is not None and np.isfinite(p.history.get("train_acc", np.array([]))).any()
                          for p in points)
@@ -85,9 +88,9 @@ def small_multiples(points, grid, title):
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color="#4C72B0", ls="-", lw=1.8), Line2D([], [], color="#DD8452", ls="--", lw=1.5)]
-    height = 2.45 * nrow + 1.1
+    height = fig.get_figheight()
+    extra = 0.17 * suptitle(fig, title, 10).get_text().count("\n")  # a wrapped title pushes the legend down
     fig.legend(handles, [f"{flag_name}=true", f"{flag_name}=false"], loc="upper center", ncol=2, fontsize=9,
-               bbox_to_anchor=(0.5, 1 - 0.38 / height), frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.07, right=0.99, top=1 - 0.85 / height, bottom=0.5 / height, wspace=0.12, hspace=0.38)
+               bbox_to_anchor=(0.5, 1 - (0.38 + extra) / height), frameon=False)
+    fig.subplots_adjust(left=0.07, right=0.99, top=1 - (0.85 + extra) / height, bottom=0.5 / height, wspace=0.12, hspace=0.38)
     return fig

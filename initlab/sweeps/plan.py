@@ -136,6 +136,20 @@ def _overlap(a: set, b: set) -> bool:
     return any(x == y or x.startswith(y + ".") or y.startswith(x + ".") for x in a for y in b)
 
 
+def _consistent(a: list, b: list) -> bool:
+    """Whether two settings of overlapping keys say the same thing (``--std 0.1,0.05`` and ``--set
+    init.scheme=normal``): one gives a single value to each shared leaf and every value of the other agrees."""
+    la, lb = set().union(*a), set().union(*b)
+    if any(x != y and (x.startswith(y + ".") or y.startswith(x + ".")) for x in la for y in lb):
+        return False  # a mapping against one of its leaves: not comparable value by value
+    shared = la & lb
+    for one, many in ((a, b), (b, a)):
+        if len(one) == 1 and all(all(k in d for k in shared) for d in many):
+            if all(repr(d[k]) == repr(one[0][k]) for d in many for k in shared):
+                return True
+    return False
+
+
 # ---------------------------------------------------------------- the grid
 
 
@@ -216,7 +230,8 @@ def make_plan(config=None, axes=None, overrides=(), seed=None, seeds=None) -> Pl
     all_axes = _combine(file_axes, given, fixed)
     for key, value, _ in fixed:
         raw = apply_override(raw, key, value)
-    raw["name"] = name
+    if "name" not in [key for key, _, _ in fixed]:  # `--set name=…` names the sweep as it names a run
+        raw["name"] = name
     raw.setdefault("seed", 0)
     total = 1
     for a in all_axes:
@@ -224,6 +239,8 @@ def make_plan(config=None, axes=None, overrides=(), seed=None, seeds=None) -> Pl
     if total > MAX_POINTS:
         raise ConfigError(f"the grid has {total} points; at most {MAX_POINTS} are allowed")
     points = _points(raw, all_axes, name)
+    name = points[0].config.name  # validated like a run's name (a folder name, never a path)
+    raw["name"] = name
     _check_distinct(points)
     _name_points(points, name)
     return Plan(name, raw, all_axes, points)
@@ -256,6 +273,10 @@ def _seed_axis(raw: dict, given: list, fixed: list, seed, seeds) -> None:
     """``seeds=N`` adds the axis ``seed: [s, …, s+N-1]``; a lone ``seed`` is an override."""
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
         raise ConfigError(f"--seeds must be an integer ≥ 1, got {seeds!r}")
+    if seeds is not None and seeds > MAX_POINTS:
+        # Checked before the seed list is built: a huge --seeds must not allocate anything.
+        raise ConfigError(f"--seeds {seeds}: the grid would have at least {seeds} points; "
+                          f"at most {MAX_POINTS} are allowed")
     if seeds is not None and seeds > 1:
         base_seed = seed if seed is not None else raw.get("seed", 0)
         if isinstance(base_seed, bool) or not isinstance(base_seed, int) or base_seed < 0:
@@ -273,9 +294,10 @@ def _combine(file_axes: list, given: list, fixed: list) -> list[Axis]:
         fixed.append((a.key, a.values[0], a.source))
     given = [a for a in given if len(a.values) > 1]
     caller = [(a.leaves(), a.source) for a in given] + [(set(flatten(k, v)), src) for k, v, src in fixed]
+    settings = [[flatten(a.key, v) for v in a.values] for a in given] + [[flatten(k, v)] for k, v, _ in fixed]
     for i, (la, sa) in enumerate(caller):
-        for lb, sb in caller[i + 1:]:
-            if _overlap(la, lb):
+        for j, (lb, sb) in enumerate(caller[i + 1:], i + 1):
+            if _overlap(la, lb) and not _consistent(settings[i], settings[j]):
                 both = f"{sa} twice" if sa == sb else f"{sa} and {sb}"
                 raise ConfigError(f"{both}: the same key is set twice ({', '.join(sorted(la & lb) or sorted(la))})")
     kept = [a for a in file_axes if not any(_overlap(a.leaves(), leaves) for leaves, _ in caller)]
@@ -350,8 +372,9 @@ def varying(points: list[Point]) -> list[str]:
 
 
 def short_names(keys: list[str]) -> dict:
-    """``model.activation`` → ``activation`` unless two keys share their last part."""
-    last = [k.rsplit(".", 1)[-1] for k in keys]
+    """``model.activation`` → ``activation`` unless two keys share their last part; ``optimizer.name`` →
+    ``optimizer`` (a bare ``name`` would not say what is named)."""
+    last = [k.rsplit(".", 2)[-2] if k.endswith(".name") else k.rsplit(".", 1)[-1] for k in keys]
     return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
 
 
@@ -383,6 +406,26 @@ def _name_points(points: list[Point], name: str) -> None:
         slug = "_".join(_slug_part(shorts[k], v) for k, v in vals.items()) or name
         slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", slug).strip("-.")[:48].rstrip("-.") or "point"
         p.run_dir = f"runs/{p.index:0{width}d}-{slug}"
+
+
+def check_concurrent_memory(plan: Plan, workers: int) -> None:
+    """Refuse a grid whose ``workers`` largest points cannot fit in memory side by side.
+
+    Each point was checked alone when the plan was built; the workers of a local sweep run at
+    the same time on one machine, so what must fit is the sum of the biggest ones that may overlap.
+    """
+    from initlab.memory import MEMORY_ENV, memory_estimate, memory_limit
+
+    limit = memory_limit()
+    if limit is None or workers <= 1 or len(plan.points) <= 1:
+        return
+    k = min(workers, len(plan.points))
+    sizes = sorted((sum(memory_estimate(p.config).values()) for p in plan.points), reverse=True)[:k]
+    if sum(sizes) > limit:
+        mib = 2 ** 20
+        raise ConfigError(f"memory: {k} workers running the largest points at once need about "
+                          f"{sum(sizes) / mib:.0f} MiB but {limit / mib:.0f} MiB is available; "
+                          f"use fewer --workers (each point needs up to {sizes[0] / mib:.0f} MiB) or set {MEMORY_ENV}")
 
 
 def load_plan(sweep_dir) -> Plan:

@@ -23,17 +23,24 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from initlab.errors import ConfigError
+from initlab.errors import ConfigError, describe, short
 from initlab.output.readers import read_manifest
-from initlab.sweeps.backends import WorkerStartError, make_backend
+from initlab.output.rundir import link_latest
+from initlab.sweeps.backends import (
+    WORKERS_PER_CORE,
+    BackendLostError,
+    WorkerStartError,
+    default_workers,
+    make_backend,
+)
 from initlab.sweeps.manifest import (
     DONE,
+    ManifestWriter,
     SweepLock,
     count_statuses,
     new_manifest,
@@ -41,11 +48,10 @@ from initlab.sweeps.manifest import (
     reconcile,
     write_manifest,
 )
-from initlab.sweeps.plan import load_plan, make_plan
+from initlab.sweeps.plan import check_concurrent_memory, load_plan, make_plan
 from initlab.sweeps.summary import write_summary
 
 GRACE_S = 10.0  # how long interrupted workers get to save their partial run directory
-MANIFEST_EVERY_S = 0.25  # manifest.json is rewritten at most this often (and always at the end)
 
 
 @dataclass
@@ -79,7 +85,7 @@ class SweepResult:
 
 def sweep(config=None, axes=None, *, overrides=(), seed=None, seeds=None, out="outputs", workers=None,
           fail_fast=False, resume=None, scheduler=None, figures=False, progress=False,
-          log: Optional[Callable[[str], None]] = None) -> SweepResult:
+          log: Optional[Callable[[str], None]] = None, provenance: Optional[dict] = None) -> SweepResult:
     """Run every point of a grid and write the sweep directory; see the module docstring.
 
     ``config``: a path, a mapping, a Config or None (the embedded default). ``axes``: a mapping of
@@ -89,26 +95,41 @@ def sweep(config=None, axes=None, *, overrides=(), seed=None, seeds=None, out="o
     describe the same grid). ``scheduler``: a Dask scheduler address (default
     ``$INITLAB_DASK_SCHEDULER``); otherwise ``workers`` local processes (default: one per core).
     ``figures``: also draw each point's own PNGs. Ctrl-C or SIGTERM stops the sweep cleanly:
-    the result then has ``stopped_by`` set and ``exit_code()`` 130.
+    the result then has ``stopped_by`` set and ``exit_code()`` 130. ``provenance``: what
+    :func:`initlab.provenance.collect` gathered (the CLI passes its command line); a new sweep
+    directory gets ``provenance.json`` (one is collected when none is given).
     """
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ConfigError(f"--workers must be an integer ≥ 1, got {workers!r}")
     scheduler = scheduler or os.environ.get("INITLAB_DASK_SCHEDULER") or None
+    if not scheduler and workers is not None and workers > WORKERS_PER_CORE * default_workers():
+        # Local workers only compete for the cores (each holds its own copy of the data): past a
+        # few per core a sweep gets slower, not faster, and the memory adds up.
+        cores = default_workers()
+        raise ConfigError(f"--workers {workers}: at most {WORKERS_PER_CORE * cores} local workers "
+                          f"({WORKERS_PER_CORE} per core, {cores} core{'s' if cores != 1 else ''} here)")
     log = log or (lambda msg: None)
     if resume is not None:
         sweep_dir, manifest, plan = _resumed(Path(resume), config, axes, overrides, seed, seeds)
     else:
         plan = make_plan(config, axes, overrides, seed, seeds)
-    backend = make_backend(scheduler, workers)
+    if not scheduler:
+        check_concurrent_memory(plan, workers or default_workers())
+    from initlab.config import ignored_settings
+
+    for note in dict.fromkeys(n for p in plan.points for n in ignored_settings(p.config)):
+        log(f"warning: {note}")  # once per distinct message; each point's metrics.json keeps its own
+    backend = make_backend(scheduler, workers, log)
     lock = None
     try:
+        backend.ready()
         if resume is not None:
             lock = SweepLock(sweep_dir)
             todo = reconcile(sweep_dir, manifest, plan)
             done = len(plan.points) - len(todo)
             log(f"resuming {sweep_dir}: {done} of {len(plan.points)} points done, {len(todo)} to run")
         else:
-            sweep_dir, lock, manifest = _new_sweep_dir(out, plan)
+            sweep_dir, lock, manifest = _new_sweep_dir(out, plan, provenance, config)
             todo = [p.index for p in plan.points]
             log(f"{sweep_dir}: {len(plan.points)} point{'s' if len(plan.points) != 1 else ''} on {backend.describe}")
         runner = _Runner(sweep_dir, manifest, plan, backend, fail_fast, figures, progress, log)
@@ -119,13 +140,19 @@ def sweep(config=None, axes=None, *, overrides=(), seed=None, seeds=None, out="o
             lock.release()
     rows = write_summary(sweep_dir, manifest)
     _draw(sweep_dir, log)
+    link_latest(sweep_dir)
     return SweepResult(sweep_dir, count_statuses(manifest), rows, stopped_by, runner.error)
 
 
 def _resumed(sweep_dir: Path, config, axes, overrides, seed, seeds):
     """The manifest and plan of a sweep to resume; the other arguments, when given, must describe it."""
-    manifest = read_manifest(sweep_dir)
     plan = load_plan(sweep_dir)
+    if sweep_dir.is_dir() and not (sweep_dir / "manifest.json").exists():
+        # A start cut short between sweep.yaml and manifest.json: the grid is known, and each point's
+        # own files say what ran (reconcile), so the manifest is rebuilt rather than refused.
+        manifest = new_manifest(plan)
+    else:
+        manifest = read_manifest(sweep_dir)
     if plan.hash != manifest["config_hash"]:
         raise ConfigError(f"{sweep_dir}: sweep.yaml does not match manifest.json (edited by hand?)")
     if config is not None or axes or overrides or seed is not None or seeds is not None:
@@ -136,14 +163,21 @@ def _resumed(sweep_dir: Path, config, axes, overrides, seed, seeds):
     return sweep_dir, manifest, plan
 
 
-def _new_sweep_dir(out, plan):
-    """``<out>/<name>/sweep-<timestamp>/`` with its lock held, ``sweep.yaml``, ``runs/`` and a new manifest."""
-    from initlab.output.files import atomic_write, make_unique_dir, timestamp
+def _new_sweep_dir(out, plan, provenance=None, config=None):
+    """``<out>/<name>/sweep-<timestamp>/`` with its lock held, ``sweep.yaml``, ``provenance.json``,
+    ``runs/`` and a new manifest."""
+    import initlab
+    from initlab.output.files import atomic_write, make_unique_dir, timestamp, write_json
+    from initlab.provenance import collect
 
+    if provenance is None:
+        provenance = collect(config_path=config if isinstance(config, (str, os.PathLike)) else None,
+                             axes={a.key: a.values for a in plan.axes}, kind="sweep")
     sweep_dir = make_unique_dir(Path(out) / plan.name, f"sweep-{timestamp()}")
     lock = SweepLock(sweep_dir)
     try:
         atomic_write(sweep_dir / "sweep.yaml", plan.sweep_yaml())
+        write_json(sweep_dir / "provenance.json", {**provenance, "schema_version": initlab.SCHEMA_VERSION})
         (sweep_dir / "runs").mkdir()
         manifest = new_manifest(plan)
         write_manifest(sweep_dir, manifest)
@@ -171,7 +205,7 @@ def _draw(sweep_dir: Path, log) -> None:
     except KeyboardInterrupt:
         log("sweep.png skipped (interrupted); `initlab plot` draws it later")
     except Exception as e:  # the numbers are saved; a figure is not worth failing for
-        log(f"warning: sweep.png not drawn ({type(e).__name__}: {e})")
+        log(f"warning: sweep.png not drawn ({getattr(e, 'strerror', None) or short(str(e), 200) or 'no reason given'})")
 
 
 class _Runner:
@@ -184,7 +218,7 @@ class _Runner:
         self.stop: Optional[str] = None
         self.error: Optional[str] = None
         self.force = False
-        self.last_write = 0.0
+        self.writer = ManifestWriter(self.sweep_dir, manifest)
         self.bar = None
         self.finished = 0
 
@@ -204,10 +238,7 @@ class _Runner:
         return old
 
     def _save(self, force=False):
-        now = time.monotonic()
-        if force or now - self.last_write >= MANIFEST_EVERY_S:
-            write_manifest(self.sweep_dir, self.manifest)
-            self.last_write = now
+        self.writer.save(force)
 
     def run(self, todo: list[int]) -> Optional[str]:
         m = self.manifest
@@ -218,6 +249,21 @@ class _Runner:
             self._save(force=True)
             self._open_bar(len(todo))
             self._loop(deque(todo))
+        except BaseException as e:
+            # Whatever stopped the loop (a full disk, a bug), the manifest must not say "running":
+            # record it, best effort (the disk may refuse this write too), and let the error go on.
+            m["state"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            m["error"] = self.error or ("interrupted" if isinstance(e, KeyboardInterrupt) else describe(e))
+            for mp in m["points"]:
+                if mp["status"] == "running":
+                    mp.update(status="interrupted", exit_reason=f"the sweep stopped: {m['error']}")
+            m["invocations"][-1].update(finished=now_iso(), stopped_by="error")
+            try:
+                self._save(force=True)
+                self.writer.close()
+            except Exception:
+                pass
+            raise
         finally:
             if old:
                 for s, h in old.items():
@@ -229,41 +275,44 @@ class _Runner:
             m["error"] = self.error
         m["invocations"][-1].update(finished=now_iso(), stopped_by=self.stop)
         self._save(force=True)
+        self.writer.close()
         return self.stop
 
     def _loop(self, queue: deque) -> None:
         points = self.manifest["points"]
-        if queue:
-            self.backend.start(len(queue))
         warm = None
-        while (queue or self.backend.busy()) and self.stop is None:
-            while queue and self.backend.idle() > 0 and self.stop is None:
-                index = queue.popleft()
-                self._start(index)
-            if not queue and warm is None:
-                # Every point is out: a core frees up as the last ones finish. Import matplotlib now, in
-                # the background, so that drawing sweep.png at the end does not wait for it.
-                warm = threading.Thread(target=_import_plotting, daemon=True)
-                warm.start()
-            try:
+        try:
+            if queue:
+                self.backend.start(len(queue))
+            while (queue or self.backend.busy()) and self.stop is None:
+                while queue and self.backend.idle() > 0 and self.stop is None:
+                    self._start(queue[0])
+                    queue.popleft()  # only once it is out: a point whose submission failed stays queued
+                if not queue and warm is None:
+                    # Every point is out: a core frees up as the last ones finish. Import matplotlib now, in
+                    # the background, so that drawing sweep.png at the end does not wait for it.
+                    warm = threading.Thread(target=_import_plotting, daemon=True)
+                    warm.start()
                 outcomes = self.backend.poll(0.2)
-            except WorkerStartError as e:
-                self.stop, self.error = "error", str(e)
-                busy = self.backend.running()
-                lost = [i for i, mp in enumerate(points) if mp["status"] == "running" and i not in busy]
-                queue.extendleft(sorted(lost, reverse=True))
-                break
-            for outcome in outcomes:
-                self._finish(outcome)
-                if self.fail_fast and outcome["status"] == "failed" and self.stop is None:
-                    self.stop = "--fail-fast"
-                    self.fail_index = outcome["index"]
+                self.writer.flush()  # a start or finish not yet in manifest.json gets there within the interval
+                for outcome in outcomes:
+                    self._finish(outcome)
+                    if self.fail_fast and outcome["status"] == "failed" and self.stop is None:
+                        self.stop = "--fail-fast"
+                        self.fail_index = outcome["index"]
+        except (WorkerStartError, BackendLostError) as e:
+            self.stop, self.error = "error", str(e)
+            self.stop_reason = f"stopped: {e}" if isinstance(e, BackendLostError) else \
+                "stopped: the worker processes could not start"
+            busy = self.backend.running()
+            lost = [i for i, mp in enumerate(points) if mp["status"] == "running" and i not in busy]
+            queue.extendleft(sorted(set(lost) - set(queue), reverse=True))
         if self.stop is None:
             return
         if self.stop == "--fail-fast":
             reason = f"stopped by --fail-fast (point {self.fail_index} failed)"
         elif self.stop == "error":
-            reason = "stopped: the worker processes could not start"
+            reason = self.stop_reason
         else:
             reason = f"interrupted by {self.stop}"
         self.log(f"{reason}: stopping {self.backend.busy()} running point(s)…" if self.backend.busy() else reason)
@@ -291,7 +340,7 @@ class _Runner:
                   exit_reason=outcome.get("exit_reason"), duration_s=outcome.get("duration_s"))
         if outcome.get("worker"):
             mp["worker"] = outcome["worker"]
-        self._save(force=True)  # a finished point is recorded at once (starts are batched, every 0.25 s)
+        self.writer.record(outcome["index"])  # at once, in the journal; manifest.json follows (see ManifestWriter)
         self.finished += 1
         self._report(mp)
 

@@ -1,15 +1,23 @@
-"""``summary.json`` and ``summary.csv``: one row per point of a sweep, from its manifest and metrics."""
+"""``summary.json`` and ``summary.csv``: one row per point of a sweep, from its manifest and metrics.
+
+With ``--seeds N > 1`` (a ``seed`` axis) one aggregate row per grid point follows the points:
+the mean, sample std and count of each final metric over its seeds (docs/FILES.md).
+"""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
 from initlab.output.readers import read_manifest, read_metrics
 
+STATUS_RANK = ("completed", "diverged", "pending", "running", "interrupted", "failed")  # worst last
+
 
 def summary_rows(sweep_dir, manifest: Optional[dict] = None) -> list[dict]:
-    """One row per point: overrides, seed, status, run dir, final metrics and per-layer activation std at init."""
+    """One row per point: overrides, seed, status, run dir, final metrics and per-layer activation std at
+    init; then, when the sweep repeats points over seeds, one aggregate row per grid point."""
     sweep_dir = Path(sweep_dir)
     manifest = manifest or read_manifest(sweep_dir)
     rows = []
@@ -27,16 +35,71 @@ def summary_rows(sweep_dir, manifest: Optional[dict] = None) -> list[dict]:
             "steps_done": metrics.get("steps_done"),
             "duration_s": mp.get("duration_s"),
             "error": mp.get("error"),
+            "aggregate": False,
         })
+    seed_axis = next((a for a in manifest.get("axes") or [] if a.get("key") == "seed"), None)
+    if seed_axis and len(seed_axis.get("values") or []) > 1:
+        rows += aggregate_rows(rows)
     return rows
+
+
+def _finite(values) -> list[float]:
+    return [float(v) for v in values
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+
+
+def _stats(values) -> tuple[Optional[float], Optional[float], int]:
+    """Mean, sample std (None below two values) and count of the finite values."""
+    xs = _finite(values)
+    n = len(xs)
+    if not n:
+        return None, None, 0
+    mean = sum(xs) / n
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else None
+    return mean, std, n
+
+
+def aggregate_rows(rows: list[dict]) -> list[dict]:
+    """One row per grid point (the overrides without ``seed``), in the order the points first appear."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        key = json.dumps({k: v for k, v in r["overrides"].items() if k != "seed"}, sort_keys=True, default=str)
+        groups.setdefault(key, []).append(r)
+    out = []
+    for members in groups.values():
+        first = members[0]
+        metric_keys = list(dict.fromkeys(k for r in members for k in r["final"] if k != "train_loss_window"))
+        final = {}
+        for k in metric_keys:
+            mean, std, n = _stats(r["final"].get(k) for r in members)
+            final.update({k: mean, f"{k}.std": std, f"{k}.n": n})
+        n_layers = max((len(r["init_std"]) for r in members), default=0)
+        init_std = [_stats(r["init_std"][i] if i < len(r["init_std"]) else None for r in members)[0]
+                    for i in range(n_layers)]
+        statuses = [r["status"] for r in members]
+        worst = max(statuses, key=lambda st: STATUS_RANK.index(st) if st in STATUS_RANK else len(STATUS_RANK))
+        out.append({
+            "index": None,
+            "overrides": {k: v for k, v in first["overrides"].items() if k != "seed"},
+            "label": ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in first["overrides"].items() if k != "seed")
+                     + f" (mean of {len(members)} seeds)",
+            "seed": [r["seed"] for r in members],
+            "status": worst,
+            "run_dir": None,
+            "final": final,
+            "init_std": init_std,
+            "steps_done": _stats(r["steps_done"] for r in members)[0],
+            "duration_s": _stats(r["duration_s"] for r in members)[0],
+            "error": next((r["error"] for r in members if r["error"]), None),
+            "aggregate": True,
+        })
+    return out
 
 
 FINAL_KEYS = ("train_loss", "train_acc", "eval_loss", "eval_acc")
 
 
 def _cell(v) -> str:
-    import math
-
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return ""
     if isinstance(v, bool):
@@ -49,6 +112,8 @@ def _cell(v) -> str:
 
 
 def summary_csv(rows: list[dict]) -> str:
+    """The rows flattened. Columns are prefixed (``config.``, ``final.``, ``layer<i>.``) so a config
+    key such as ``init.std`` never sits unmarked next to a result such as a layer's activation std."""
     import csv
     import io
 
@@ -56,15 +121,18 @@ def summary_csv(rows: list[dict]) -> str:
     finals = [k for k in FINAL_KEYS if any(k in r["final"] for r in rows)]
     finals += list(dict.fromkeys(k for r in rows for k in r["final"] if k not in finals))
     n_layers = max((len(r["init_std"]) for r in rows), default=0)
-    header = (["index", "status", "seed"] + keys + [f"final.{k}" for k in finals] + ["steps_done", "duration_s"]
-              + [f"init_std.{i + 1}" for i in range(n_layers)] + ["run_dir", "error"])
+    header = (["index", "aggregate", "status", "seed"] + [f"config.{k}" for k in keys]
+              + [f"final.{k}" for k in finals] + ["steps_done", "duration_s"]
+              + [f"layer{i + 1}.act_std" for i in range(n_layers)] + ["run_dir", "error"])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     for r in rows:
         stds = r["init_std"] + [None] * (n_layers - len(r["init_std"]))
+        seed = " ".join(str(s) for s in r["seed"]) if isinstance(r["seed"], list) else r["seed"]
         w.writerow([_cell(v) for v in
-                    [r["index"], r["status"], r["seed"]] + [r["overrides"].get(k) for k in keys]
+                    [r["index"], r.get("aggregate", False), r["status"], seed]
+                    + [r["overrides"].get(k) for k in keys]
                     + [r["final"].get(k) for k in finals] + [r["steps_done"], r["duration_s"]] + stds
                     + [r["run_dir"], r["error"]]])
     return buf.getvalue()

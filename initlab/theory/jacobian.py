@@ -12,27 +12,53 @@ Cost per input: about 3·Σ_l fan_in_l·fan_out_l·width_L multiply-adds (forwar
 backward product and the weight gradient the engine's Linear computes): negligible at width 100,
 about 3·10¹⁰ for ten layers of width 1000 (seconds per input).
 
-Calling it runs forward and backward passes: the model's forward caches change (as with any
-forward pass); its gradient buffers are restored afterwards.
+The arithmetic is always float64, whatever the model's dtype: the layers are copied with their
+parameters cast to float64 (exactly: every float32 is a float64), so a float32 model's spectrum is
+that of its weights, not of float32 rounding (which puts a ReLU net's dead directions at ~1e-7
+instead of 0 and a saturated sigmoid net's small singular values at the rounding floor).
+
+Numerical rank: a singular value counts as non-zero when it exceeds ``RANK_RTOL`` times the largest
+singular value of the same input's Jacobian. ``RANK_RTOL = 1e-12`` is about max(M, N)·eps₆₄ for the
+matrices initlab computes (a few thousand by a few hundred), the convention of
+``numpy.linalg.matrix_rank``: below it a value is indistinguishable from rounding of the largest.
+A ReLU unit that is dead at the input makes an exactly zero column; those directions are counted,
+not measured, and spreads are taken over the non-zero values only.
+
+Calling it leaves the model as it was: the passes run on float64 copies of its layers.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
 
-from initlab.engine.layers import BatchNorm
+from initlab.engine.layers import BatchNorm, Parameter
 from initlab.errors import EngineError
 from initlab.numbers import finite_or_none
 
 OUTPUTS = ("hidden", "logits")
+RANK_RTOL = 1e-12  # relative to the largest singular value of the same input (see the module docstring)
+
+
+def _float64(layer):
+    """A shallow copy of ``layer`` whose float arrays and parameters are float64 copies (the original,
+    its caches and gradient buffers are not touched)."""
+    out = copy.copy(layer)
+    for name, value in vars(layer).items():
+        if isinstance(value, Parameter):
+            setattr(out, name, Parameter(value.name, value.data.astype(np.float64)))
+        elif isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            setattr(out, name, value.astype(np.float64))
+    return out
 
 
 def _layers(model, output: str) -> list:
     if output not in OUTPUTS:
         raise EngineError(f"jacobian output must be 'hidden' or 'logits', got {output!r}")
     layers = [layer for block in model.blocks for layer in block.layers()]
-    return layers + [model.head] if output == "logits" else layers
+    layers = layers + [model.head] if output == "logits" else layers
+    return [_float64(layer) for layer in layers]
 
 
 def _backward(layer, dout):
@@ -52,11 +78,11 @@ def jacobian(model, x_one: np.ndarray, output: str = "hidden", chunk: int = 512)
     if not layers:
         return np.eye(model.n_in)
     m = layers[-1].fan_out if hasattr(layers[-1], "fan_out") else model.blocks[-1].linear.fan_out
-    eye = np.eye(m, dtype=model.dtype)
+    eye = np.eye(m)
     jt = np.empty((m, model.n_in))
     for start in range(0, m, chunk):
         rows = eye[start:start + chunk]
-        h = np.repeat(x_one.astype(model.dtype)[None, :], len(rows), axis=0)
+        h = np.repeat(x_one.astype(np.float64)[None, :], len(rows), axis=0)
         for layer in layers:
             h = layer.forward(h, False)
         d = rows
@@ -88,19 +114,39 @@ def jacobian_singular_values(model, x: np.ndarray, n_inputs: int = 4, output: st
     return np.stack(out)
 
 
+def nonzero_mask(singular_values: np.ndarray, rtol: float = RANK_RTOL) -> np.ndarray:
+    """True where a singular value is numerically non-zero: above ``rtol`` × the largest of its row
+    (one row per input; a 1-D array is one input)."""
+    s = np.asarray(singular_values, dtype=np.float64)
+    s2 = s.reshape(1, -1) if s.ndim < 2 else s
+    top = s2.max(axis=1, keepdims=True) if s2.size else np.zeros((len(s2), 1))
+    return ((s2 > rtol * top) & (s2 > 0)).reshape(s.shape)
 
 
-def jacobian_summary(singular_values: np.ndarray) -> dict:
+def jacobian_summary(singular_values: np.ndarray, rtol: float = RANK_RTOL) -> dict:
     """Strict-JSON statistics of a spectrum (all inputs pooled).
 
     ``n_inputs``, ``n_values``, ``mean_sq`` (mean of s², the quantity mean-field theory predicts:
     Π of each layer's χ), ``max``, ``min``, ``median``, ``max_over_min`` (None when min is 0),
-    ``log10_spread`` = log10(max/min), ``log10_spread_90`` = log10(p95/p5) (robust: for deep
-    Gaussian nets the minimum sits at rounding level, ~1e-16·max in float64), ``frac_within_10pct``
+    ``log10_spread`` = log10(max/min), ``log10_spread_90`` = log10(p95/p5), ``frac_within_10pct``
     (share of values in [0.9, 1.1]: 1 for a perfectly isometric network).
+
+    The rank block (see the module docstring): ``rank_rtol`` (the relative tolerance),
+    ``n_per_input`` (singular values per input, the full rank), ``numerical_rank`` and
+    ``numerical_rank_max`` (least and greatest over the inputs), ``n_zero`` (pooled values at or
+    below the tolerance: dead or numerically lost directions), ``n_exact_zero`` (values that are
+    exactly 0), and over the non-zero values only: ``nonzero_min``, ``nonzero_median``,
+    ``log10_spread_nonzero`` = log10(max/min) and ``log10_spread_90_nonzero`` = log10(p95/p5).
+    Spreads over all values, above, include the zeros; the non-zero ones measure the network.
     """
     s = np.asarray(singular_values, dtype=np.float64)
     rows = s.shape[0] if s.ndim == 2 else 1
+    if s.size and s.ndim <= 2:
+        ok = nonzero_mask(s, rtol)
+        ranks = ok.reshape(rows, -1).sum(axis=1)
+        block = _rank_block(s.ravel(), ok.ravel(), ranks, s.size // rows, rtol)
+    else:
+        block = {}
     s = s.ravel()
     if s.size == 0:
         raise EngineError("jacobian_summary needs at least one singular value")
@@ -122,4 +168,27 @@ def jacobian_summary(singular_values: np.ndarray) -> dict:
         "log10_spread": finite_or_none(log_ratio(hi, lo)),
         "log10_spread_90": finite_or_none(log_ratio(p95, p5)),
         "frac_within_10pct": float(np.mean((s >= 0.9) & (s <= 1.1))),
+        **block,
     }
+
+
+def _rank_block(s, ok, ranks, per_input, rtol) -> dict:
+    nz = s[ok]
+    out = {
+        "rank_rtol": float(rtol),
+        "n_per_input": int(per_input),
+        "numerical_rank": int(ranks.min()),
+        "numerical_rank_max": int(ranks.max()),
+        "n_zero": int(s.size - nz.size),
+        "n_exact_zero": int(np.count_nonzero(s == 0.0)),
+        "nonzero_min": None,
+        "nonzero_median": None,
+        "log10_spread_nonzero": None,
+        "log10_spread_90_nonzero": None,
+    }
+    if nz.size:
+        p5, p95 = np.percentile(nz, [5, 95])
+        out.update(nonzero_min=finite_or_none(nz.min()), nonzero_median=finite_or_none(np.median(nz)),
+                   log10_spread_nonzero=finite_or_none(math.log10(nz.max() / nz.min())),
+                   log10_spread_90_nonzero=finite_or_none(math.log10(p95 / p5)))
+    return out

@@ -299,6 +299,7 @@ class Prediction:
     norm: Optional[str] = None
     note: str = ""
     slope: float = LEAKY_SLOPE
+    residual: Optional[dict] = None  # residual nets only (initlab.theory.residual): stream_q, doubling_depth, ...
 
     @property
     def depth(self) -> int:
@@ -323,6 +324,7 @@ class Prediction:
             "phase": self.phase, "xi_q": finite_or_none(self.xi_q), "xi_c": finite_or_none(self.xi_c),
             "c_star": finite_or_none(self.c_star), "chi_c": finite_or_none(self.chi_c),
             "critical_tol": CRITICAL_TOL, "applies": self.applies, "norm": self.norm, "note": self.note,
+            "residual": _strict(self.residual),
         }
 
     def to_dict(self) -> dict:
@@ -335,6 +337,17 @@ class Prediction:
     def __repr__(self) -> str:
         return (f"Prediction({self.activation}, depth={self.depth}, σ_w²={self.sigma_w2[-1] if self.sigma_w2 else None}, "
                 f"σ_b²={self.sigma_b2}, q*={self.q_star:.4g}, χ₁={self.chi1:.4g}, phase={self.phase})")
+
+
+def _strict(value):
+    """A nested dict/list of numbers with inf/nan → None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return finite_or_none(value)
+    return value
 
 
 def _check_nonneg(name, x):

@@ -27,7 +27,8 @@ def predict_for(cfg: Config, probe_x: np.ndarray, model=None):
     m = cfg.model
     input_q = float(np.mean(np.square(probe_x, dtype=np.float64)))
     return predict_mlp(init_spec(cfg), probe_x.shape[1], m.widths, m.activation, input_q, bias=m.bias,
-                       batchnorm=m.batchnorm, layernorm=m.layernorm, slope=m.slope, model=model)
+                       batchnorm=m.batchnorm, layernorm=m.layernorm, slope=m.slope, model=model,
+                       residual=m.residual, branch_scale=m.branch_scale)
 
 
 def jacobian_cost(model) -> float:

@@ -71,7 +71,8 @@ def sigma_w2_from_model(model) -> list[float]:
 
 
 def predict_mlp(init, n_in: int, widths: Sequence[int], activation: str, input_q: float, *, bias: bool = True,
-                batchnorm: bool = False, layernorm: bool = False, slope: float = LEAKY_SLOPE, model=None) -> Prediction:
+                batchnorm: bool = False, layernorm: bool = False, slope: float = LEAKY_SLOPE, model=None,
+                residual: bool = False, branch_scale=None) -> Prediction:
     """:func:`predict` for an MLP built by ``build_mlp`` with this InitSpec (config-level convenience).
 
     σ_w² per layer comes from the scheme's formula, or from ``model``'s weights for ``lsuv`` (where
@@ -80,6 +81,8 @@ def predict_mlp(init, n_in: int, widths: Sequence[int], activation: str, input_q
     at layer 1 only (pre-activations stop being Gaussian), so ``applies`` is False there too.
     """
     scheme = init.scheme
+    if residual:
+        return _predict_residual(init, n_in, widths, activation, input_q, bias, batchnorm, layernorm, slope, branch_scale)
     if scheme in DATA_DEPENDENT:
         if model is None:
             raise EngineError(f"{scheme}: the weight scale depends on the data; pass the initialized model")
@@ -99,3 +102,26 @@ def predict_mlp(init, n_in: int, widths: Sequence[int], activation: str, input_q
         p.applies = False
         p.note = "identity weights are not random: the prediction is exact at layer 1 only (later pre-activations are not Gaussian)"
     return p
+
+
+def _predict_residual(init, n_in, widths, activation, input_q, bias, batchnorm, layernorm, slope, branch_scale) -> Prediction:
+    """:func:`initlab.theory.residual.predict_residual` for a net built with ``residual=True``: the
+    structural schemes are their start scheme's σ_w², then Fixup's zero branches (weights and biases)
+    and SkipInit's α = 0."""
+    from dataclasses import replace
+
+    from initlab.engine.residual import STRUCTURAL, resolve_branch_scale
+    from initlab.theory.residual import predict_residual
+
+    structural = STRUCTURAL.get(init.scheme)
+    if structural is not None:
+        init = replace(init, scheme=structural.start)
+        branch_scale = structural.branch_scale or branch_scale
+    alpha, _ = resolve_branch_scale(branch_scale, len(widths) - 1)
+    sw2 = sigma_w2_of(init, n_in, widths, activation, slope)
+    sb2 = float(init.bias_std) ** 2 if bias else 0.0
+    branch_sb2 = sb2
+    if structural is STRUCTURAL.get("fixup"):
+        sw2, branch_sb2 = sw2[:1] + [0.0] * (len(sw2) - 1), 0.0
+    norm = "batchnorm" if batchnorm else "layernorm" if layernorm else None
+    return predict_residual(activation, sw2, sb2, input_q, alpha, slope, norm=norm, branch_sigma_b2=branch_sb2)
