@@ -382,3 +382,49 @@ def test_out_of_range_yaml_escape_is_one_config_error(tmp_path, text):
     line = assert_one_error(result.stderr)
     assert "out of range" in line
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- a full disk, for real (ulimit -f)
+
+
+def _file_size_limit(limit: int):
+    def apply():
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
+def test_a_full_disk_fails_runs_and_sweeps_truthfully_and_resume_finishes(tmp_path):
+    """Every file over 30 kB fails to write (the figures): exit 1, one Error line naming the file,
+    nothing claims success, the manifest is final, and a resume on a roomy disk runs each point once."""
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    env = env_for()
+    common = dict(capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+                  preexec_fn=_file_size_limit(30_000))
+    run = subprocess.run([sys.executable, "-m", "initlab", "run", "tiny.yaml"], **common)
+    assert run.returncode == 1, run.stderr
+    assert "File too large" in assert_one_error(run.stderr)
+    [metrics] = tmp_path.glob("outputs/tiny/2*/metrics.json")
+    assert json.loads(metrics.read_text())["status"] == "failed"
+    assert not (tmp_path / "outputs/tiny/latest").exists()  # `latest` only ever names a complete run
+
+    sweep = subprocess.run([sys.executable, "-m", "initlab", "sweep", "tiny.yaml", "--std", "1,0.5", "--figures"],
+                           **common)
+    assert sweep.returncode == 1, sweep.stderr
+    assert "File too large" in assert_one_error(sweep.stderr)
+    assert "sweep.png" not in sweep.stderr.splitlines()[-2]  # the closing line lists only files written
+    [sweep_dir] = tmp_path.glob("outputs/tiny/sweep-*")
+    manifest = read_manifest(sweep_dir)
+    assert manifest["state"] != "running"
+    assert [p["status"] for p in manifest["points"]] == ["failed", "failed"]
+    assert not (sweep_dir / JOURNAL).exists()
+
+    again = cli_run(tmp_path, "sweep", "--resume", sweep_dir, "--figures")
+    assert again.returncode == 0, again.stderr
+    manifest = read_manifest(sweep_dir)
+    assert manifest["state"] == "completed"
+    assert [p["status"] for p in manifest["points"]] == ["completed", "completed"]
+    assert len(list((sweep_dir / "runs").iterdir())) == 2

@@ -276,6 +276,26 @@ def test_jacobian_of_a_residual_net_matches_finite_differences(norm):
     np.testing.assert_allclose(J, fd, rtol=1e-6, atol=1e-8)
 
 
+def test_jacobian_of_a_float32_residual_net_is_float64_and_leaves_the_net_alone():
+    from initlab.theory.jacobian import jacobian
+
+    m32 = build_mlp(5, 3, [6, 6, 6], "relu", InitSpec("he_normal"), np.random.default_rng(1), dtype="float32",
+                    residual=True, branch_scale="rezero")
+    m32.blocks[1].alpha.data[:] = [0.5, -0.25]  # non-zero, so the branches count
+    m64 = build_mlp(5, 3, [6, 6, 6], "relu", InitSpec("he_normal"), np.random.default_rng(1), dtype="float64",
+                    residual=True, branch_scale="rezero")
+    for p32, p64 in zip(m32.params(), m64.params(), strict=True):
+        p64.data[...] = p32.data  # the same (float32-representable) weights in a float64 net
+    x = np.random.default_rng(2).standard_normal((3, 5))
+    m32.forward(x.astype(np.float32))
+    before = [(b.preact.copy(), b.output.copy()) for b in m32.blocks]
+    J = jacobian(m32, x[0])
+    assert J.dtype == np.float64
+    np.testing.assert_allclose(J, jacobian(m64, x[0]), rtol=1e-12, atol=1e-15)
+    for b, (z, a) in zip(m32.blocks, before):
+        assert b.preact.dtype == np.float32 and np.array_equal(b.preact, z) and np.array_equal(b.output, a)
+
+
 def test_lsuv_refuses_a_residual_net():
     from initlab.engine.lsuv import lsuv_init
 

@@ -99,7 +99,8 @@ def sweep(config, std, init_, activation, depth, sets, seed, seeds, workers, out
     else:
         click.echo(sweep_dir)  # stdout holds the sweep directory alone: d=$(initlab sweep …) works
         shown = ", ".join(f"{n} {k}" for k, n in result.counts.items() if n)
-        say(f"{sweep_dir}: {shown}; summary.csv, sweep.png")
+        written = [f for f in ("summary.csv", "sweep.png") if (result.sweep_dir / f).is_file()]
+        say(f"{sweep_dir}: {shown}" + (f"; {', '.join(written)}" if written else ""))
         if result.stopped_by in ("SIGINT", "SIGTERM"):
             say(f"interrupted; `initlab sweep --resume {sweep_dir}` runs the rest")
     if result.error:

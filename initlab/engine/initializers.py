@@ -86,7 +86,9 @@ def uniform(fan_in, fan_out, rng, std=None, gain=1.0):
 
 
 def truncated_normal(fan_in, fan_out, rng, std=0.01, gain=1.0):
-    """Normal cut at ±2σ and rescaled so that the final std is exactly ``std·gain`` (Keras).
+    """Normal cut at ±2σ and rescaled so that the final std is exactly ``std·gain``: the rule of
+    Keras's ``VarianceScaling(distribution="truncated_normal")``, not of Keras's ``TruncatedNormal``
+    (which cuts and does not rescale).
 
     A draw of N(0,1) outside [-2, 2] is redrawn, then every value is divided by
     0.8796..., the std of the truncated unit normal, so values lie within ±2.27·std.

@@ -38,6 +38,7 @@ from initlab.errors import EngineError
 from initlab.numbers import finite_or_none
 
 OUTPUTS = ("hidden", "logits")
+_SUBLAYERS = ("linear", "norm", "act")  # the layers a residual block holds (engine/residual.py)
 RANK_RTOL = 1e-12  # relative to the largest singular value of the same input (see the module docstring)
 
 
@@ -46,7 +47,9 @@ def _float64(layer):
     its caches and gradient buffers are not touched)."""
     out = copy.copy(layer)
     for name, value in vars(layer).items():
-        if isinstance(value, Parameter):
+        if name in _SUBLAYERS and value is not None:
+            setattr(out, name, _float64(value))  # a residual block's branch: its caches stay its own too
+        elif isinstance(value, Parameter):
             setattr(out, name, Parameter(value.name, value.data.astype(np.float64)))
         elif isinstance(value, np.ndarray) and value.dtype.kind == "f":
             setattr(out, name, value.astype(np.float64))
