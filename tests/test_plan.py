@@ -140,3 +140,44 @@ def test_bad_points_are_refused_before_anything_runs(axes, message):
 # ---------------------------------------------------------------- bad input on the command line
 
 
+
+
+# ---------------------------------------------------------------- the `points` axis: partial configs, listed
+
+
+POINTS = [{"model": {"depth": 3}}, {"model": {"depth": 2}, "optimizer": {"lr": 0.05}}]
+
+
+def test_points_axis_is_a_list_of_partial_configs_not_a_product():
+    plan = make_plan({**TINY, "sweep": {"points": POINTS}})
+    assert [p.overrides for p in plan.points] == [{"model.depth": 3}, {"model.depth": 2, "optimizer.lr": 0.05}]
+    assert [(p.config.model.depth, p.config.optimizer.lr) for p in plan.points] == [(3, 0.1), (2, 0.05)]
+    # with another axis it multiplies like any axis
+    grid = make_plan({**TINY, "sweep": {"points": POINTS, "model.activation": ["relu", "tanh"]}})
+    assert len(grid.points) == 4
+    # sweep.yaml gives the same grid back
+    again = make_plan(yaml_load(plan.sweep_yaml()))
+    assert [p.config.hash for p in again.points] == [p.config.hash for p in plan.points]
+
+
+def yaml_load(text):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+@pytest.mark.parametrize("values, message", [
+    ([{"model": {"depth": 3}}, 5], "each value must be a mapping of config sections"),
+    ([{"model": {"depth": 3}}, {}], "each value must be a mapping of config sections"),
+    ([{"model": {"depth": 3}}, {"modle": {"depth": 2}}], "modle"),
+    ([{"model": {"depth": 3}}, {"model": {"depth": -1}}], "point 1"),
+])
+def test_points_axis_bad_values_are_config_errors(values, message):
+    with pytest.raises(ConfigError, match=message):
+        make_plan({**TINY, "sweep": {"points": values}})
+
+
+def test_points_axis_and_a_command_line_axis_on_the_same_key_conflict():
+    with pytest.raises(ConfigError, match="set twice"):
+        make_plan(TINY, axes=command_axes(sets=["points={model: {depth: 3}},{model: {depth: 2}}",
+                                                "model.depth=4,5"]))

@@ -177,7 +177,7 @@ def test_bad_input_is_a_config_error_in_the_library():
         initlab.load_config({"model": {"branch_scale": "rezero"}})
 
 
-@pytest.mark.parametrize("name, points", [("residual_depth.yaml", 4), ("norm_small_batch.yaml", 12),
+@pytest.mark.parametrize("name, points", [("residual_depth.yaml", 5), ("norm_small_batch.yaml", 12),
                                           ("mnist_standardization.yaml", 3)])
 def test_bundled_config_is_valid_and_commented(configs_dir, name, points):
     from initlab.sweeps.plan import make_plan
@@ -187,9 +187,11 @@ def test_bundled_config_is_valid_and_commented(configs_dir, name, points):
     assert len(make_plan(configs_dir / name).points) == points  # every point validates
 
 
-def test_residual_depth_fixup_point_validates(configs_dir):
-    cfg = initlab.load_config(configs_dir / "residual_depth.yaml", overrides=["model.residual=true", "init.scheme=fixup"])
-    assert cfg.model.depth == 50 and cfg.init.scheme == "fixup"
+def test_residual_depth_has_fixup_as_its_fifth_point(configs_dir):
+    from initlab.sweeps.plan import make_plan
+
+    fixup = make_plan(configs_dir / "residual_depth.yaml").points[4].config
+    assert fixup.model.depth == 50 and fixup.model.residual and fixup.init.scheme == "fixup"
 
 
 def test_data_dir_is_not_hard_coded():

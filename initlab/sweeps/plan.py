@@ -19,6 +19,9 @@ from initlab.errors import ConfigError
 from initlab.keys import flatten, format_value
 
 MAX_POINTS = 100_000
+# An axis whose values are partial configs merged at the top level, for points that differ in more
+# than one section (``{model: {residual: true}, init: {scheme: fixup}}``): a list, not a product.
+ROOT_AXIS = "points"
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -83,7 +86,7 @@ class Axis:
     def leaves(self) -> set[str]:
         out = set()
         for v in self.values:
-            out |= set(flatten(self.key, v))
+            out |= set(leaves(self.key, v))
         return out
 
 
@@ -123,6 +126,29 @@ def command_axes(std=None, init=None, activation=None, depth=None, sets=()) -> l
         _check_key(key, f"--set {item!r}")
         axes.append(Axis(key, parse_list(text, f"--set {key}"), f"--set {key}"))
     return axes
+
+
+def leaves(key: str, value) -> dict:
+    """The dotted keys an axis value sets: ``("init", {"scheme": "normal"})`` → ``{"init.scheme": "normal"}``;
+    a :data:`ROOT_AXIS` value is a partial config, its sections merged at the top level."""
+    if key == ROOT_AXIS:
+        if not isinstance(value, dict) or not value:
+            raise ConfigError(f"{ROOT_AXIS}: each value must be a mapping of config sections, e.g. "
+                              f"{{model: {{residual: true}}, init: {{scheme: fixup}}}}; got {format_value(value)}")
+        return flatten("", value)
+    return flatten(key, value)
+
+
+def apply_axis(raw: dict, key: str, value) -> dict:
+    """``raw`` with one axis value applied (a mapping merges into its section)."""
+    from initlab.config import apply_override
+
+    if key == ROOT_AXIS:
+        leaves(key, value)  # the shape check
+        for section, sub in value.items():
+            raw = apply_override(raw, str(section), sub)
+        return raw
+    return apply_override(raw, key, value)
 
 
 def _check_key(key: str, where: str) -> None:
@@ -220,7 +246,6 @@ def _as_axes(axes) -> list[Axis]:
 
 def make_plan(config=None, axes=None, overrides=(), seed=None, seeds=None) -> Plan:
     """Every point of the grid, validated; any bad point is a :class:`ConfigError` and nothing is written."""
-    from initlab.config import apply_override
 
     raw, name = _read_raw(config)
     file_axes = _file_axes(raw.pop("sweep", None) or {})
@@ -229,7 +254,7 @@ def make_plan(config=None, axes=None, overrides=(), seed=None, seeds=None) -> Pl
     _seed_axis(raw, given, fixed, seed, seeds)
     all_axes = _combine(file_axes, given, fixed)
     for key, value, _ in fixed:
-        raw = apply_override(raw, key, value)
+        raw = apply_axis(raw, key, value)
     if "name" not in [key for key, _, _ in fixed]:  # `--set name=…` names the sweep as it names a run
         raw["name"] = name
     raw.setdefault("seed", 0)
@@ -293,8 +318,8 @@ def _combine(file_axes: list, given: list, fixed: list) -> list[Axis]:
     for a in [a for a in given if len(a.values) == 1]:
         fixed.append((a.key, a.values[0], a.source))
     given = [a for a in given if len(a.values) > 1]
-    caller = [(a.leaves(), a.source) for a in given] + [(set(flatten(k, v)), src) for k, v, src in fixed]
-    settings = [[flatten(a.key, v) for v in a.values] for a in given] + [[flatten(k, v)] for k, v, _ in fixed]
+    caller = [(a.leaves(), a.source) for a in given] + [(set(leaves(k, v)), src) for k, v, src in fixed]
+    settings = [[leaves(a.key, v) for v in a.values] for a in given] + [[leaves(k, v)] for k, v, _ in fixed]
     for i, (la, sa) in enumerate(caller):
         for j, (lb, sb) in enumerate(caller[i + 1:], i + 1):
             if _overlap(la, lb) and not _consistent(settings[i], settings[j]):
@@ -313,7 +338,7 @@ def _combine(file_axes: list, given: list, fixed: list) -> list[Axis]:
 
 def _points(raw: dict, all_axes: list, name: str) -> list[Point]:
     """One validated :class:`Point` per combination, in the order of ``itertools.product``."""
-    from initlab.config import apply_override, validate
+    from initlab.config import validate
     from initlab.memory import check_memory, memory_limit
 
     limit = memory_limit()
@@ -321,8 +346,8 @@ def _points(raw: dict, all_axes: list, name: str) -> list[Point]:
     for index, combo in enumerate(itertools.product(*[a.values for a in all_axes])):
         point_raw, overrides_ = raw, {}
         for a, value in zip(all_axes, combo):
-            point_raw = apply_override(point_raw, a.key, value)
-            overrides_.update(flatten(a.key, value))
+            point_raw = apply_axis(point_raw, a.key, value)
+            overrides_.update(leaves(a.key, value))
         try:
             cfg = validate(point_raw, default_name=name)
             check_memory(cfg, limit)
