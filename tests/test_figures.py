@@ -205,6 +205,27 @@ def test_sweep_figure_is_a_figure_with_readable_labels(tmp_path):
     assert _outside(fig, [fig._suptitle]) == []
 
 
+def test_sweep_per_layer_panel_names_the_points_that_are_zero_on_its_log_axis(tmp_path):
+    """ReZero and Fixup start with zero branch gradients: a log axis cannot draw them, so the panel says so."""
+    from initlab.plots.sweep import sweep_figure
+    from initlab.sweeps.runner import sweep as run_sweep
+
+    cfg = {"data": {"kind": "teacher", "samples": 200, "features": 10, "classes": 3, "eval_samples": 100},
+           "model": {"depth": 4, "width": 10, "activation": "relu", "residual": True},
+           "train": {"steps": 20, "batch_size": 20}, "record": {"samples": 100},
+           "sweep": {"points": [{"model": {"branch_scale": "1/sqrt(depth)"}}, {"model": {"branch_scale": "rezero"}},
+                                {"init": {"scheme": "fixup"}}]}}
+    sweep = run_sweep(cfg, out=tmp_path, workers=1)
+    fig = sweep_figure(sweep.sweep_dir)
+    [grad_ax] = [ax for ax in fig.axes if ax.get_title().startswith("weight-gradient norm at init")]
+    legend = grad_ax.get_legend()
+    assert legend is not None
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert any("rezero" in t and "0 in 3 of 4 layers" in t for t in texts), texts
+    assert any("fixup" in t and "0 in every layer" in t for t in texts), texts
+    assert not any("1/sqrt(depth)" in t for t in texts)
+
+
 # ---------------------------------------------------------------- sweep grid: consistent settings
 
 

@@ -65,6 +65,7 @@ def _loss_panel(ax, points, colors, first) -> None:
     """Every point's training loss (faint raw, solid moving mean); diverged points end in a marker."""
     repeated = len(first) < len(points)
     lo, hi = math.inf, 0.0
+    slo, shi = math.inf, 0.0  # the range of the solid (moving-mean) curves: what the reader compares
     marks = []  # (step, last finite loss, colour) of diverged points
     # The axis range follows the points that did not diverge, so a blow-up does not flatten them.
     stable = any(p.status != "diverged" and p.history is not None and np.isfinite(p.history["train_loss"]).any()
@@ -79,8 +80,12 @@ def _loss_panel(ax, points, colors, first) -> None:
         steps, loss = h["step"], h["train_loss"]
         w = smoothing_window(len(loss))
         if p.group not in banded:
+            solid = smooth(loss, w) if w > 1 else loss
             ax.plot(steps, loss, color=color, alpha=0.22, lw=0.7)
-            ax.plot(steps, smooth(loss, w) if w > 1 else loss, color=color, lw=1.9, label=label)
+            ax.plot(steps, solid, color=color, lw=1.9, label=label)
+            ok = np.asarray(solid)[np.isfinite(solid)]
+            if len(ok) and p.status != "diverged":
+                slo, shi = min(slo, float(ok.min())), max(shi, float(ok.max()))
         elif p.index in first:
             ax.plot([], [], color=color, lw=1.9, label=f"{label} (median of {banded[p.group]} seeds, band: range)")
         finite = loss[np.isfinite(loss)]
@@ -91,9 +96,16 @@ def _loss_panel(ax, points, colors, first) -> None:
             x = steps[ok[-1]] if len(ok) else steps[0]
             marks.append((x, loss[ok[-1]] if len(ok) else np.nan, color))
             ax.axvline(steps[-1], color=color, ls=":", lw=1)
-    log = hi > 0 and lo > 0 and hi / lo > 100
+    # A log axis when the moving means fall over 30x (their late phase is then what the reader
+    # compares: MNIST optimizers at 0.05-0.2), else linear. Judged on the means, not the raw
+    # minibatch losses, whose few near-0 values at batch 2 would make every comparison a log plot.
+    smoothed = 0 < slo < math.inf and shi > 0
+    log = (shi / slo > 30) if smoothed else (hi > 0 and lo > 0 and hi / lo > 100)
     if log:
         ax.set_yscale("log")
+    elif smoothed and not marks and hi - lo > 1.5 * (shi - slo):
+        pad = 0.08 * (shi - slo or 1)  # the faint raw curves may leave the axes; the means stay whole
+        ax.set_ylim(max(min(lo, slo - pad), 0.0) if lo >= 0 else slo - pad, shi + pad)
     if marks and stable and math.isfinite(lo):
         top = hi * 3 if log else hi + 0.08 * (hi - lo or 1)
         bottom = lo / 3 if log else lo - 0.05 * (hi - lo or 1)
@@ -109,7 +121,9 @@ def _loss_panel(ax, points, colors, first) -> None:
     ax.set_ylabel("training loss (minibatch; faint: raw, solid: moving mean)")
     ax.set_title("training loss", fontsize=11)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=9, loc="best", title="point" if len(first) > 1 else None, title_fontsize=9)
+    many = len(first) > 6  # two columns in a smaller font, so the legend does not cover the curves
+    ax.legend(fontsize=7.5 if many else 9, ncol=2 if many else 1, loc="best", title="point" if len(first) > 1 else None,
+              title_fontsize=9)
     if any(p.status == "diverged" for p in points):
         ax.text(0.99, 0.01, "✕ last finite loss before it became non-finite (▲ off the scale)", transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=8, color="#444444")
@@ -190,19 +204,31 @@ def _per_layer(ax, points, colors, key, title, ylabel) -> None:
         title += "\n(identical for every point)"
         points = points[:1]
         colors = {points[0].index: "#444444"}
+    zeros = []  # (point, layers at exactly 0): a log axis cannot show them, so they are said in words
     for p in points:
-        vals = np.asarray(p.snaps[0].data[key], dtype=float)
-        vals = np.where(np.isfinite(vals) & (vals > 0), vals, np.nan)
+        raw = np.asarray(p.snaps[0].data[key], dtype=float)
+        vals = np.where(np.isfinite(raw) & (raw > 0), raw, np.nan)
         layers = np.arange(1, len(vals) + 1)
         n_max = max(n_max, len(vals))
+        if np.count_nonzero(raw == 0):
+            zeros.append((p, int(np.count_nonzero(raw == 0)), len(raw)))
         if np.isfinite(vals).any():
             ax.plot(layers, vals, "o-", color=colors[p.index], ms=4, lw=1.4)
             drawn = True
     if drawn:
         tidy_log_axis(ax, np.concatenate([np.asarray(p.snaps[0].data[key], dtype=float).ravel() for p in points]))
     else:
-        ax.text(0.5, 0.5, "not finite (overflow)", ha="center", va="center", transform=ax.transAxes, color="#C44E52")
+        why = "0 in every layer" if zeros and all(n == total for _, n, total in zeros) else "not finite (overflow)"
+        ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="#C44E52")
         ax.set_yticks([])
+    if drawn and zeros:  # a legend finds free space; text placed by hand would sit on the lines
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=colors[p.index], marker="o", ls="none", ms=4) for p, _, _ in zeros]
+        labels = [f"{p.label}: 0 in {'every layer' if n == total else f'{n} of {total} layers'}"
+                  for p, n, total in zeros]
+        ax.legend(handles, labels, fontsize=7.5, loc="best", framealpha=0.9,
+                  title="exactly 0 at init (not drawn on a log axis)", title_fontsize=7.5)
     ax.set_xticks(range(1, n_max + 1) if n_max <= 12 else [i + 1 for i in shown_layers(n_max)])
     ax.set_xlabel("hidden layer")
     ax.set_ylabel(ylabel)
