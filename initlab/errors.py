@@ -46,6 +46,23 @@ def short(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def seconds_from_env(env: str, default: float, error: type = None) -> float:
+    """A deadline in seconds from the environment variable ``env`` (``default`` when unset or blank);
+    anything but a number in (0, 86400) raises ``error`` (a :class:`ConfigError` unless given)."""
+    import os
+
+    text = os.environ.get(env, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 86_400:  # also refuses NaN
+        raise (error or ConfigError)(f"{env}: expected a number of seconds > 0, got {short(text)!r}")
+    return value
+
+
 def check_number(name: str, value, lo: float = float("-inf"), hi: float = float("inf"), *,
                  lo_open: bool = False, hi_open: bool = False) -> float:
     """``value`` as a float inside ``[lo, hi]`` (``(`` / ``)`` where open), else an :class:`EngineError`.

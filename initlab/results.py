@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from initlab.errors import ConfigError
+from initlab.keys import flatten
 from initlab.output.files import HISTORY_COLUMNS, read_history, read_json, read_npz
 from initlab.output.readers import read_manifest
 
@@ -450,24 +451,12 @@ def load_sweep(path) -> Sweep:
 # ------------------------------------------------------------------------------------------ comparing
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
-    """A nested config as ``{"model.depth": 5, …}`` (lists stay values)."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def differing(configs: list[dict]) -> dict:
     """The dotted keys whose values are not the same in every config → one value per config (None
     where a config lacks the key). ``name`` is left out: it names, it does not change a result.
     A key missing from a config (written by an older initlab, before the key existed) does not by
     itself make a difference: only the values present are compared."""
-    flats = [flatten(c) for c in configs]
+    flats = [flatten("", c) for c in configs]
     keys = list(dict.fromkeys(k for f in flats for k in f))
     missing = object()
     out = {}

@@ -55,3 +55,23 @@ def has_mnist() -> bool:
 
 
 needs_mnist = pytest.mark.skipif(not has_mnist(), reason="real MNIST not found under INITLAB_DATA_DIR/mnist")
+
+
+def run_named(out, base: dict, name: str, figures=False, on_step=None, **sections):
+    """``initlab.run`` of ``base`` named ``name`` into ``out``, each keyword a section merged over base's."""
+    from pathlib import Path
+
+    import initlab
+
+    cfg = {**base, "name": name}
+    for key, value in sections.items():
+        cfg[key] = {**base.get(key, {}), **value}
+    return Path(initlab.run(initlab.load_config(cfg), out=out, on_step=on_step, figures=figures).run_dir)
+
+
+def raise_at(step: int, exc: BaseException):
+    """An ``on_step`` callback that raises ``exc`` once training reaches ``step``."""
+    def on_step(done):
+        if done == step:
+            raise exc
+    return on_step

@@ -19,24 +19,15 @@ import pytest
 
 import initlab
 from initlab.cli import cli
+from tests.conftest import raise_at, run_named
 
 BASE = {"data": {"kind": "teacher", "samples": 200, "features": 20, "eval_samples": 200},
         "model": {"depth": 3, "width": 16, "activation": "tanh"},
         "train": {"steps": 60, "eval_every": 20, "batch_size": 50}, "record": {"every": 20, "samples": 200}}
 
 
-def _run(out, name, figures=False, on_step=None, **sections):
-    cfg = {**BASE, "name": name}
-    for key, value in sections.items():
-        cfg[key] = {**BASE.get(key, {}), **value}
-    return Path(initlab.run(initlab.load_config(cfg), out=out, on_step=on_step, figures=figures).run_dir)
-
-
-def _raise_at(step, exc):
-    def on_step(done):
-        if done == step:
-            raise exc
-    return on_step
+def _run(out, name, **kw):
+    return run_named(out, BASE, name, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +38,8 @@ def runs(tmp_path_factory):
         "forward": _run(out, "forward", model={"activation": "sigmoid"}, train={"steps": 0}),
         "diverged": _run(out, "diverged", model={"activation": "relu"}, init={"scheme": "normal", "std": 10.0},
                          optimizer={"lr": 10.0}),
-        "interrupted": _run(out, "interrupted", on_step=_raise_at(30, KeyboardInterrupt)),
-        "failed": _run(out, "failed", on_step=_raise_at(30, RuntimeError("boom"))),
+        "interrupted": _run(out, "interrupted", on_step=raise_at(30, KeyboardInterrupt)),
+        "failed": _run(out, "failed", on_step=raise_at(30, RuntimeError("boom"))),
     }
     half = out / "half" / "2026-01-01_00-00-00"  # killed before metrics.json, which is written last
     shutil.copytree(r["trained"], half)

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from initlab.errors import DataError, short
+from initlab.errors import DataError, seconds_from_env, short
 
 CHUNK = 1 << 16
 # Every step has a deadline, so a dead or hostile server cannot hold `initlab data mnist` forever:
@@ -33,16 +33,7 @@ def sha256_file(path: Path) -> str:
 
 
 def _timeout() -> float:
-    text = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not text:
-        return TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 86_400:  # also refuses NaN
-        raise DataError(f"{TIMEOUT_ENV}: expected a number of seconds > 0, got {short(text)!r}")
-    return value
+    return seconds_from_env(TIMEOUT_ENV, TIMEOUT_S, DataError)
 
 
 def download(url: str, dest: Path, sha256: str, progress: bool = True, size: int | None = None) -> Path:

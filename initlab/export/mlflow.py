@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 import initlab
 from initlab.errors import ConfigError, RuntimeStateError
-from initlab.export.rundata import ExportError, MissingExtra, Run, Sweep, finite, flatten, history_points, layer_points
+from initlab.export.rundata import ExportError, MissingExtra, Run, Sweep, finite, history_points, layer_points
+from initlab.keys import flatten
 
 DEFAULT_EXPERIMENT = "initlab"
 PROBE_TIMEOUT_S = 3.0
@@ -214,7 +215,7 @@ class Exporter:
 
     def _log_contents(self, run_id: str, run: Run, timestamp: int) -> None:
         Metric, Param = self.Metric, self.Param
-        params = [Param(k, param_value(v)) for k, v in flatten(run.config).items()]
+        params = [Param(k, param_value(v)) for k, v in flatten("", run.config).items()]
         metrics = [Metric(col, v, timestamp, step) for col, step, v in history_points(run)]
         metrics += [Metric(f"layer{layer}/{series}", v, timestamp, step)
                     for series, layer, step, v in layer_points(run)]
@@ -250,7 +251,7 @@ class Exporter:
         try:
             self.client.log_batch(parent_id, tags=[self.RunTag(k, v) for k, v in tags.items()])
             if action == "created":  # params never change (and MLflow refuses a changed value)
-                params = [self.Param(k, param_value(v)) for k, v in flatten(_sweep_params(sweep)).items()]
+                params = [self.Param(k, param_value(v)) for k, v in flatten("", _sweep_params(sweep)).items()]
                 for i in range(0, len(params), 100):
                     self.client.log_batch(parent_id, params=params[i:i + 100])
             children = {}

@@ -285,15 +285,3 @@ def layer_points(run: Run):
                 v = finite(v)
                 if v is not None:
                     yield series, i + 1, snap.step, v
-
-
-def flatten(config: dict, prefix: str = "") -> dict:
-    """``{"model.depth": 5, ...}``: dotted key paths to the leaves; an empty mapping is a leaf."""
-    out = {}
-    for k, v in config.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out

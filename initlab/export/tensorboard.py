@@ -31,7 +31,7 @@ import numpy as np
 
 from initlab.errors import ConfigError
 from initlab.export.rundata import MissingExtra, Run, Sweep, history_points, layer_points
-from initlab.output.files import OutputError
+from initlab.output.files import OutputError, make_dir
 
 EVENT_SUFFIX = ".initlab"  # marks the event files this module wrote, the only ones it ever replaces
 SCALAR_TAGS = {"train_loss": "loss/train", "eval_loss": "loss/eval", "train_acc": "accuracy/train",
@@ -128,7 +128,7 @@ def write_run(run: Run, dest: Path) -> Path:
     event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, RecordWriter = _protos()
     Event, Summary = event_pb2.Event, summary_pb2.Summary
     values = _values(run, summary_pb2, tensor_pb2, tensor_shape_pb2)
-    dest = _make_dir(Path(dest))
+    dest = make_dir(Path(dest))
     wall = run.started()
     final = dest / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}{EVENT_SUFFIX}"
     tmp = dest / f".export-{os.getpid()}.tmp"  # no "tfevents" in the name: TensorBoard ignores it
@@ -166,17 +166,6 @@ def _unlink(p: Path) -> None:
         pass
 
 
-def _make_dir(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
-        if blocker is not None:
-            raise OutputError(f"{blocker}: exists and is not a directory") from e
-        raise OutputError(f"{path}: cannot create ({e.strerror or e})") from e
-    return path
-
-
 def _safe(label: str) -> str:
     """A folder name TensorBoard shows as the run's name: the point's overrides, e.g. ``std=0.01``."""
     s = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", label).strip("._") or "point"
@@ -202,7 +191,7 @@ def export(targets, logdir=None, log: Optional[Callable[[str], None]] = None) ->
         logdir = Path(logdir)
         if logdir.exists() and not logdir.is_dir():
             raise OutputError(f"{logdir}: exists and is not a directory")
-        _make_dir(logdir)
+        make_dir(logdir)
     plan = []
     for target in targets:  # every destination known (and every sweep checked) before a file is written
         pairs = destinations(target, logdir)

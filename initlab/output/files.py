@@ -27,17 +27,23 @@ def timestamp(t: float | None = None) -> str:
     return time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(t))
 
 
-def make_unique_dir(parent: Path, stem: str) -> Path:
-    """Create ``parent/stem``, or ``stem-1``, ``stem-2``… exclusively (never reuse an existing folder)."""
-    parent = Path(parent)
+def make_dir(path: Path) -> Path:
+    """``mkdir -p path``; an :class:`OutputError` naming the file in the way, or the reason."""
+    path = Path(path)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         # Name the path that is in the way (the output root itself, usually), not its child.
-        blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
         if blocker is not None:
             raise OutputError(f"{blocker}: exists and is not a directory") from e
-        raise _oserror(e, parent) from e
+        raise OutputError(f"{path}: cannot create ({e.strerror or e})") from e
+    return path
+
+
+def make_unique_dir(parent: Path, stem: str) -> Path:
+    """Create ``parent/stem``, or ``stem-1``, ``stem-2``… exclusively (never reuse an existing folder)."""
+    parent = make_dir(parent)
     for k in range(10_000):
         path = parent / (stem if k == 0 else f"{stem}-{k}")
         try:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from initlab.errors import ConfigError, InitlabError, RuntimeStateError, describe, short
+from initlab.errors import ConfigError, InitlabError, RuntimeStateError, describe, seconds_from_env, short
 from initlab.output.readers import read_metrics
 
 DASK_TIMEOUT_ENV = "INITLAB_DASK_TIMEOUT"  # seconds to connect to the scheduler and hear its handshake
@@ -370,16 +370,7 @@ class BackendLostError(InitlabError):
 
 
 def _seconds(env: str, default: float) -> float:
-    text = os.environ.get(env, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 86_400:  # also refuses NaN
-        raise ConfigError(f"{env}: expected a number of seconds > 0, got {short(text)!r}")
-    return value
+    return seconds_from_env(env, default, ConfigError)
 
 
 def _probe_scheduler(address: str, timeout: float) -> None:
