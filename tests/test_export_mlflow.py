@@ -21,7 +21,7 @@ import yaml
 
 import initlab
 from initlab.cli import cli
-from tests.conftest import raise_at, run_named
+from tests.conftest import raise_at, run_named, strict_json
 
 BASE = {"data": {"kind": "teacher", "samples": 200, "features": 20, "eval_samples": 200},
         "model": {"depth": 3, "width": 16, "activation": "tanh"},
@@ -277,6 +277,12 @@ def test_sweep_over_http_is_a_parent_with_nested_points(runner, runs, server, ml
     assert again.exit_code == 0, again.output
     assert "2 skipped" in again.stderr and again.stdout.strip() == parent.info.run_id
     assert sorted(r.info.run_id for r in experiment_runs(c, "http-sweep")) == sorted(r.info.run_id for r in found)
+
+    as_json = invoke(runner, sweep, "--tracking-uri", server.url, "--experiment", "http-sweep", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    [row] = strict_json(as_json.stdout)["exported"]  # stdout holds the one object, nothing else
+    assert row["run_id"] == parent.info.run_id and row["experiment"] == "http-sweep"
+    assert [p["action"] for p in row["points"]] == ["skipped", "skipped"]
 
 
 def test_diverged_failed_interrupted_runs(runner, runs, server, mlflow_env):

@@ -19,7 +19,7 @@ import pytest
 
 import initlab
 from initlab.cli import cli
-from tests.conftest import raise_at, run_named
+from tests.conftest import raise_at, run_named, strict_json
 
 BASE = {"data": {"kind": "teacher", "samples": 200, "features": 20, "eval_samples": 200},
         "model": {"depth": 3, "width": 16, "activation": "tanh"},
@@ -190,6 +190,13 @@ def test_sweep_gives_one_tensorboard_run_per_point_named_by_overrides(runner, fr
     # without --logdir, the sweep gets one tensorboard/ folder with a subfolder per point
     assert invoke(runner, sweep).exit_code == 0
     assert sorted(p.name for p in (sweep / "tensorboard").iterdir()) == ["0-activation=tanh", "1-activation=relu"]
+    # --json: one strict object, every path absolute, one row per point
+    as_json = invoke(runner, sweep, "--logdir", tmp_path / "tb-json", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    rows = strict_json(as_json.stdout)["exported"]
+    assert [Path(r["logdir"]).name for r in rows] == ["0-activation=tanh", "1-activation=relu"]
+    assert all(Path(r[k]).is_absolute() for r in rows for k in ("run_dir", "logdir", "file"))
+    assert all(Path(r["file"]).is_file() and r["status"] == "completed" for r in rows)
 
 
 def test_diverged_failed_and_interrupted_runs_export_what_they_have(runner, fresh):

@@ -58,7 +58,7 @@ def invoke(runner, *args):
 
 def test_the_documentation_has_every_object():
     for name in ("metrics.json", "final", "provenance.json", "manifest.json", "summary.json row", "error", "run",
-                 "sweep", "validate", "list", "theory", "plot", "data mnist", "runs", "runs entry", "compare"):
+                 "sweep", "validate", "list", "theory", "plot", "data mnist", "runs", "runs entry", "compare", "export tensorboard", "export mlflow"):
         assert DOCS.get(name), name
 
 

@@ -10,7 +10,7 @@ import os
 import click
 
 from initlab.cli.app import EXIT_FAILED, EXIT_USAGE, Failure
-from initlab.cli.options import quiet_option, say
+from initlab.cli.options import absolute, emit_json, json_option, quiet_option, say
 
 paths_argument = click.argument("paths", nargs=-1, required=True, metavar="RUN_OR_SWEEP...",
                                 type=click.Path(file_okay=True, dir_okay=True))
@@ -54,7 +54,7 @@ def export():
 
     \b
     Examples:
-      initlab export tensorboard outputs/relu_he/2026-01-01_12-00-00 && tensorboard --logdir outputs
+      initlab export tensorboard outputs/relu_he/latest --logdir tb && tensorboard --logdir tb
       initlab export mlflow outputs/default/sweep-2026-01-01_12-00-00 --experiment init-study
     """
 
@@ -64,8 +64,9 @@ def export():
 @click.option("--logdir", type=click.Path(), default=None,
               help="Write under LOGDIR/NAME/TIMESTAMP[/K-LABEL] instead of a tensorboard/ folder in each run "
                    "(or sweep).")
+@json_option
 @quiet_option
-def tensorboard(paths, logdir, quiet):
+def tensorboard(paths, logdir, as_json, quiet):
     """Write TensorBoard event files for runs and sweeps (needs initlab[tensorboard]).
 
     Per run: loss, accuracy and gradient-norm scalars per step; per hidden layer and snapshot the
@@ -73,15 +74,20 @@ def tensorboard(paths, logdir, quiet):
     activations and pre-activations from the recorded bins; the config as text. A sweep gives one
     TensorBoard run per point, named by its overrides. Without --logdir the events go to a
     tensorboard/ folder inside each run (SWEEP/tensorboard/K-LABEL for a sweep), so
-    `tensorboard --logdir outputs` finds them all; the run's own files are never changed.
-    Prints each folder written.
+    `tensorboard --logdir outputs` finds them all (TensorBoard follows the `latest` links, so the
+    newest run of each name shows twice; --logdir gives one entry per run). The run's own files
+    are never changed. Prints each folder written.
 
     \b
     Example:
-      initlab export tensorboard outputs/sigmoid_std1/latest outputs/sigmoid_std0.01/latest
-      tensorboard --logdir outputs
+      initlab export tensorboard outputs/sigmoid_std1/latest outputs/sigmoid_std0.01/latest --logdir tb
+      tensorboard --logdir tb
     """
-    rows = export_tensorboard(paths, logdir, log=lambda msg: say(quiet, msg))
+    rows = export_tensorboard(paths, logdir, log=lambda msg: say(quiet or as_json, msg))
+    if as_json:
+        emit_json({"status": "ok", "exported": [{**row, **{k: absolute(row[k]) for k in ("run_dir", "logdir", "file")}}
+                                                 for row in rows]})
+        return
     for row in rows:
         click.echo(row["logdir"])
     if rows:
@@ -95,8 +101,9 @@ def tensorboard(paths, logdir, quiet):
               help="MLflow tracking URI (default: MLflow's own, i.e. MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
 @click.option("--experiment", default=None, metavar="NAME",
               help="MLflow experiment, created when missing (default: MLFLOW_EXPERIMENT_NAME or 'initlab').")
+@json_option
 @quiet_option
-def mlflow(paths, tracking_uri, experiment, quiet):
+def mlflow(paths, tracking_uri, experiment, as_json, quiet):
     """Log runs and sweeps to MLflow (needs initlab[mlflow]).
 
     Params are the flattened resolved config; metrics the history per step, the per-layer
@@ -109,7 +116,10 @@ def mlflow(paths, tracking_uri, experiment, quiet):
     Example:
       initlab export mlflow outputs/relu_he/latest --tracking-uri http://127.0.0.1:5000
     """
-    rows = export_mlflow(paths, tracking_uri, experiment, log=lambda msg: say(quiet, msg))
+    rows = export_mlflow(paths, tracking_uri, experiment, log=lambda msg: say(quiet or as_json, msg))
+    if as_json:
+        emit_json({"status": "ok", "exported": rows})
+        return
     for row in rows:
         click.echo(row["run_id"])
     if rows:
