@@ -226,6 +226,24 @@ def test_sweep_per_layer_panel_names_the_points_that_are_zero_on_its_log_axis(tm
     assert not any("1/sqrt(depth)" in t for t in texts)
 
 
+def test_seeds_draw_one_median_and_a_band_per_point_in_the_per_layer_panels(tmp_path):
+    from matplotlib.collections import PolyCollection
+
+    from initlab.plots.sweep import sweep_figure
+    from initlab.sweeps.runner import sweep as run_sweep
+
+    cfg = {"data": {"kind": "teacher", "samples": 200, "features": 10, "classes": 3, "eval_samples": 100},
+           "model": {"depth": 3, "width": 10, "activation": "relu"}, "train": {"steps": 10, "batch_size": 20},
+           "record": {"samples": 100}, "sweep": {"init.scheme": ["xavier_uniform", "he_uniform"]}}
+    sweep = run_sweep(cfg, out=tmp_path, workers=1, seeds=4)
+    fig = sweep_figure(sweep.sweep_dir)
+    for title in ("activation std at init", "weight-gradient norm at init"):
+        [ax] = [a for a in fig.axes if a.get_title().startswith(title)]
+        assert "median of 4 seeds" in ax.get_title()
+        assert len(ax.get_lines()) == 2  # one median per point, not 8 seed lines
+        assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2
+
+
 # ---------------------------------------------------------------- sweep grid: consistent settings
 
 

@@ -6,6 +6,7 @@ and per-layer activation std and gradient norm at initialization.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -205,6 +206,13 @@ def _per_layer(ax, points, colors, key, title, ylabel) -> None:
         points = points[:1]
         colors = {points[0].index: "#444444"}
     zeros = []  # (point, layers at exactly 0): a log axis cannot show them, so they are said in words
+    groups = {}
+    for p in points:
+        groups.setdefault(getattr(p, "group", p.index), []).append(p)
+    if any(len(g) > 1 for g in groups.values()):  # --seeds: a median and a band per point, not N lines
+        n_max, drawn = _per_layer_bands(ax, groups, colors, key)
+        title += f"\n(median of {max(len(g) for g in groups.values())} seeds, band: range)"
+        points = []
     for p in points:
         raw = np.asarray(p.snaps[0].data[key], dtype=float)
         vals = np.where(np.isfinite(raw) & (raw > 0), raw, np.nan)
@@ -216,7 +224,8 @@ def _per_layer(ax, points, colors, key, title, ylabel) -> None:
             ax.plot(layers, vals, "o-", color=colors[p.index], ms=4, lw=1.4)
             drawn = True
     if drawn:
-        tidy_log_axis(ax, np.concatenate([np.asarray(p.snaps[0].data[key], dtype=float).ravel() for p in points]))
+        tidy_log_axis(ax, np.concatenate([np.asarray(p.snaps[0].data[key], dtype=float).ravel()
+                                          for g in groups.values() for p in g]))
     else:
         why = "0 in every layer" if zeros and all(n == total for _, n, total in zeros) else "not finite (overflow)"
         ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="#C44E52")
@@ -234,3 +243,27 @@ def _per_layer(ax, points, colors, key, title, ylabel) -> None:
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10.5)
     ax.grid(alpha=0.3, which="both")
+
+
+def _per_layer_bands(ax, groups, colors, key) -> tuple[int, bool]:
+    """Per group of repeated points (seeds): the median over them per layer, and a band from the least
+    to the greatest. Values at 0 or non-finite are left out (a log axis); returns (layers, drawn)."""
+    n_max, drawn = 1, False
+    for members in groups.values():
+        rows = [np.asarray(p.snaps[0].data[key], dtype=float) for p in members]
+        n = min(len(r) for r in rows)
+        n_max = max(n_max, n)
+        vals = np.stack([r[:n] for r in rows])
+        vals = np.where(np.isfinite(vals) & (vals > 0), vals, np.nan)
+        ok = np.isfinite(vals).any(axis=0)
+        if not ok.any():
+            continue
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN layer: left out below
+            med, lo, hi = np.nanmedian(vals, axis=0), np.nanmin(vals, axis=0), np.nanmax(vals, axis=0)
+        layers = np.arange(1, n + 1)
+        color = colors[members[0].index]
+        ax.fill_between(layers[ok], lo[ok], hi[ok], color=color, alpha=0.18, lw=0)
+        ax.plot(layers[ok], med[ok], "o-", color=color, ms=4, lw=1.6)
+        drawn = True
+    return n_max, drawn
