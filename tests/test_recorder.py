@@ -5,7 +5,17 @@ import pytest
 
 import initlab
 from initlab.experiment import build
-from initlab.recorder import FIELDS, Recorder, _bin_counts, _fit_range, _histograms, _moments, _summary
+from initlab.recorder import (
+    FIELDS,
+    Recorder,
+    _bin_counts,
+    _fit_range,
+    _histograms,
+    _limits,
+    _moments,
+    _summaries,
+    _summary,
+)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -152,3 +162,88 @@ def test_recording_with_or_without_a_sub_probe_never_changes_training():
         np.testing.assert_array_equal(r.history["train_loss"], runs[0].history["train_loss"])
         np.testing.assert_array_equal(r.history["grad_norm"], runs[0].history["grad_norm"])
     assert runs[2].config.record.grad_samples is None and runs[0].config.record.grad_samples == 100
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["normal", "relu", "offset", "first-outlier", "equal-units", "narrow", "row-offsets"])
+def test_summaries_of_all_layers_at_once_match_numpy(dtype, kind):
+    """The snapshot's path (every layer of one shape, buffers kept across calls) agrees with float64 NumPy."""
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((4, 300, 50))
+    a = {"normal": z, "relu": np.maximum(z, 0), "offset": 1e3 + 0.01 * z,
+         "first-outlier": np.concatenate([np.full((4, 300, 1), 50.0), 1 + 0.01 * z[:, :, 1:]], axis=2),
+         "equal-units": np.repeat(z[:, :, :1], 50, axis=2), "narrow": 0.5 + 1e-4 * z,
+         "row-offsets": 10 * z[:, :, :1] + 1e-3 * z}[kind].astype(dtype)
+    arrays, scratch = list(a), {}
+    for _ in range(2):  # the second call reuses the buffers
+        mean, std, spread = _summaries(arrays, lims=_limits(arrays), scratch=scratch)
+        tol = 1e-6 if dtype == np.float32 else 1e-12
+        for i, layer in enumerate(arrays):
+            m, s, u = _reference_summary(layer)
+            assert mean[i] == pytest.approx(m, rel=tol, abs=tol * s)
+            assert std[i] == pytest.approx(s, rel=tol)
+            assert spread[i] == pytest.approx(u, rel=10 * tol, abs=tol * s)
+            if kind == "equal-units":
+                assert spread[i] == 0.0
+    assert np.isnan(_summaries(arrays, spread=False, lims=_limits(arrays), scratch=scratch)[2]).all()
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan, 1e30])
+def test_summaries_with_a_nonfinite_or_huge_layer_are_numpys(value):
+    arrays = list(np.random.default_rng(6).standard_normal((3, 20, 10)).astype(np.float32))
+    arrays[1][3, 4] = value
+    with np.errstate(all="ignore"):
+        mean, std, spread = _summaries(arrays, lims=_limits(arrays), scratch={})
+        for i, layer in enumerate(arrays):
+            np.testing.assert_allclose([mean[i], std[i], spread[i]], _reference_summary(layer), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["common", "own", "given-inside", "given-outside", "nan", "narrow"])
+def test_histograms_with_buffers_match_numpy_histogram(dtype, case):
+    """Counts from the snapshot's path (buffers kept, masks skipped when a given range holds the data)."""
+    rng = np.random.default_rng(7)
+    z = rng.standard_normal((3, 400, 30))
+    a = {"common": z, "own": z * np.array([1.0, 1e-3, 1.0])[:, None, None], "given-inside": np.tanh(z),
+         "given-outside": 0.8 * z, "nan": z, "narrow": 0.5 + 1e-4 * z}[case].astype(dtype)
+    if case == "nan":
+        a[1, 0, 0] = np.nan
+    arrays, scratch = list(a), {}
+    given = (-1.0, 1.0) if case.startswith("given") else None
+    for _ in range(2):
+        counts, edges = _histograms(arrays, 30, given, _limits(arrays), scratch)
+        if case == "nan":
+            assert counts.sum() == 0 and np.isnan(edges).all()
+            continue
+        ref_counts, ref_edges = _histograms(arrays, 30, given)  # without limits or buffers
+        np.testing.assert_array_equal(counts, ref_counts)
+        np.testing.assert_array_equal(edges, ref_edges)
+        for i, layer in enumerate(arrays):
+            ref = np.histogram(layer, 30, (edges[i][0], edges[i][-1]))[0]
+            assert counts[i].sum() == ref.sum()
+            if case != "narrow":
+                np.testing.assert_array_equal(counts[i], ref)
+    if case == "own":
+        assert edges[1][-1] < 0.1 < edges[0][-1]  # the collapsed layer has its own range
+
+
+@pytest.mark.parametrize("activation, batchnorm", [("relu", False), ("relu", True), ("tanh", False), ("sigmoid", True)])
+def test_snapshot_matches_numpy_on_the_probe(activation, batchnorm):
+    cfg = initlab.load_config({"data": {"kind": "teacher", "samples": 500, "features": 30},
+                               "model": {"depth": 3, "width": 40, "activation": activation, "batchnorm": batchnorm,
+                                         "dtype": "float32"}})
+    data, model, loss, *_ = build(cfg)
+    x, y = data.x_train, data.y_train
+    rec = Recorder(x, y, loss)
+    for _ in range(2):  # the second snapshot reuses the first one's buffers
+        d = rec.snapshot(model, 0).data
+        with model.running_stats_kept():
+            model.forward(x, train=True)
+        for i, b in enumerate(model.blocks):
+            for kind, arr in (("act", b.output), ("preact", b.preact)):
+                ref = np.histogram(arr, 30, (d[f"{kind}_edges"][i][0], d[f"{kind}_edges"][i][-1]))[0]
+                np.testing.assert_array_equal(d[f"{kind}_counts"][i], ref)
+                a64 = arr.astype(np.float64)
+                assert d[f"{kind}_mean"][i] == pytest.approx(a64.mean(), rel=1e-6, abs=1e-6 * a64.std())
+                assert d[f"{kind}_std"][i] == pytest.approx(a64.std(), rel=1e-6)
+            assert d["unit_std"][i] == pytest.approx(b.output.astype(np.float64).std(axis=1).mean(), rel=1e-5)
