@@ -9,7 +9,7 @@
 """
 from initlab.errors import ConfigError, DataError, EngineError, InitlabError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # The version of the layout of metrics.json, manifest.json and every `--json` object
 # (docs/FILES.md). Raised when a key changes meaning or goes away; new keys do not raise it.

@@ -428,3 +428,17 @@ def test_a_full_disk_fails_runs_and_sweeps_truthfully_and_resume_finishes(tmp_pa
     assert manifest["state"] == "completed"
     assert [p["status"] for p in manifest["points"]] == ["completed", "completed"]
     assert len(list((sweep_dir / "runs").iterdir())) == 2
+
+
+def test_resuming_a_sweep_made_by_another_version_says_so(finished_sweep):
+    """Configs gain keys between versions and their hashes follow: the message names the version, not a hand edit."""
+    d, stamps = finished_sweep
+    edit_manifest(d, lambda m: m.update(initlab_version="0.1.0", config_hash="0" * 16))
+    result = CliRunner().invoke(cli, ["sweep", "--resume", str(d)])
+    assert result.exit_code == 2, result.output
+    line = assert_one_error(result.stderr)
+    assert "made by initlab 0.1.0" in line and initlab.__version__ in line
+    assert {p: p.stat().st_mtime_ns for p in d.glob("runs/*/metrics.json")} == stamps  # nothing re-run
+    edit_manifest(d, lambda m: m.update(initlab_version=initlab.__version__))
+    same_version = CliRunner().invoke(cli, ["sweep", "--resume", str(d)])
+    assert same_version.exit_code == 2 and "edited by hand" in same_version.stderr

@@ -154,6 +154,13 @@ def _resumed(sweep_dir: Path, config, axes, overrides, seed, seeds):
     else:
         manifest = read_manifest(sweep_dir)
     if plan.hash != manifest["config_hash"]:
+        import initlab
+
+        made_by = manifest.get("initlab_version")
+        if isinstance(made_by, str) and made_by != initlab.__version__:
+            # configs gain keys between versions (each with a default), and the hashes follow them
+            raise ConfigError(f"{sweep_dir}: made by initlab {short(made_by)}, whose configs this version "
+                              f"({initlab.__version__}) resolves differently; start the sweep again to re-run it")
         raise ConfigError(f"{sweep_dir}: sweep.yaml does not match manifest.json (edited by hand?)")
     if config is not None or axes or overrides or seed is not None or seeds is not None:
         other = make_plan(config, axes, overrides, seed, seeds)
