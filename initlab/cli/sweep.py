@@ -52,8 +52,9 @@ def sweep(config, std, init_, activation, depth, sets, seed, seeds, workers, out
     """Run a grid of experiments in parallel: one summary table and one comparative figure.
 
     The grid is the Cartesian product of CONFIG's `sweep:` axes and the lists given here
-    (a list splits on top-level commas). Every point uses the same seed, so only the axes
-    differ. Results go to OUT/NAME/sweep-TIMESTAMP/: manifest.json, runs/K-SLUG/ (ordinary
+    (a list splits on top-level commas). The axis `points` lists partial configs instead,
+    for points that differ in several sections. Every point uses the same seed, so only the
+    axes differ. Results go to OUT/NAME/sweep-TIMESTAMP/: manifest.json, runs/K-SLUG/ (ordinary
     run directories), summary.csv, summary.json and sweep.png. Ctrl-C stops cleanly (exit
     130) and --resume finishes the rest.
 
@@ -63,6 +64,7 @@ def sweep(config, std, init_, activation, depth, sets, seed, seeds, workers, out
       initlab sweep configs/xavier_vs_kaiming.yaml --seeds 3
       initlab sweep --activation sigmoid,tanh,relu --init xavier_normal,he_normal
       initlab sweep --std 1,0.1,0.01 --set model.batchnorm=false,true --workers 4
+      initlab sweep --set 'points={model: {depth: 3}},{model: {depth: 5}, optimizer: {lr: 0.05}}'
       initlab sweep --resume outputs/default/sweep-2026-01-01_12-00-00
     """
     from initlab.errors import ConfigError, EngineError, RuntimeStateError
