@@ -244,6 +244,33 @@ def test_seeds_draw_one_median_and_a_band_per_point_in_the_per_layer_panels(tmp_
         assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2
 
 
+def test_a_two_axis_grid_gets_a_hue_per_first_axis_value_and_a_shade_per_second():
+    """norm_small_batch's 3 norms × 4 batch sizes: 3 colour families, dark to light by batch size."""
+    from types import SimpleNamespace
+
+    from matplotlib.colors import rgb_to_hsv
+
+    from initlab.plots.sweep_curves import _two_axis_palette
+
+    norms = [{"batchnorm": False, "layernorm": False}, {"batchnorm": True}, {"layernorm": True}]
+    batches = [2, 8, 32, 128]
+    axes = [{"key": "model", "values": norms}, {"key": "train.batch_size", "values": batches}]
+    points = [SimpleNamespace(index=4 * i + j, overrides={**{f"model.{k}": v for k, v in n.items()},
+                                                           "train.batch_size": b})
+              for i, n in enumerate(norms) for j, b in enumerate(batches)]
+    colors = _two_axis_palette(points, axes)
+    hsv = {k: rgb_to_hsv(c) for k, c in colors.items()}
+    for i in range(3):
+        family = [hsv[4 * i + j] for j in range(4)]
+        assert max(h[0] for h in family) - min(h[0] for h in family) < 0.02  # one hue per norm
+        lightness = [sum(colors[4 * i + j]) for j in range(4)]
+        assert lightness == sorted(lightness) and len(set(lightness)) == 4  # darker = smaller batch
+    assert len({round(hsv[4 * i][0], 2) for i in range(3)}) == 3
+    # not a two-axis grid, or a point that matches no value: the ordinary palette is used
+    assert _two_axis_palette(points, axes[:1]) is None
+    assert _two_axis_palette(points + [SimpleNamespace(index=99, overrides={"train.batch_size": 5})], axes) is None
+
+
 # ---------------------------------------------------------------- sweep grid: consistent settings
 
 

@@ -69,7 +69,7 @@ def sweep_figure(sweep_dir):
     if all(p.cfg["train"]["steps"] == 0 for p in shown):
         return histogram_grid(shown, title)
     grid = bool_grid(manifest)
-    return small_multiples(shown, grid, title) if grid else overlay(shown, title)
+    return small_multiples(shown, grid, title) if grid else overlay(shown, title, manifest.get("axes"))
 
 
 def plot_sweep(sweep_dir) -> list[Path]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Optional
 
 import numpy as np
 
@@ -15,7 +16,44 @@ from initlab.plots.common import figure, shown_layers, smooth, smoothing_window,
 COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
 
 
-def _groups(points):
+def _two_axis_palette(points, axes) -> Optional[dict]:
+    """Colours for a grid of exactly two axes (seeds aside): a hue per value of the first axis and a
+    shade, dark to light, per value of the second, so that 12 points read as 3 × 4 and not as 12
+    unrelated colours. None when the grid is not two axes or a point matches no value."""
+    import json
+
+    from matplotlib.colors import to_rgb
+
+    from initlab.keys import flatten
+
+    axes = [a for a in axes or [] if isinstance(a, dict) and a.get("key") != "seed" and len(a.get("values") or []) > 1]
+    if len(axes) != 2 or len(axes[0]["values"]) > len(COLORS):
+        return None
+
+    def canon(items):
+        return {k: json.dumps(v, sort_keys=True) for k, v in items.items()}
+
+    def leaves(key, value):  # the dotted keys one axis value sets (the `points` axis: at the top level)
+        return canon(flatten("" if key == "points" else key, value))
+
+    options = [[leaves(a["key"], v) for v in a["values"]] for a in axes]
+    out = {}
+    for p in points:
+        mine = canon(p.overrides)
+        where = []
+        for opts in options:
+            hits = [j for j, o in enumerate(opts) if o.items() <= mine.items()]
+            if len(hits) != 1:
+                return None
+            where.append(hits[0])
+        base = np.array(to_rgb(COLORS[where[0]]))
+        n = len(options[1])
+        t = where[1] / (n - 1)  # 0: the first value, darkest; 1: the last, lightest
+        out[p.index] = tuple(base * (1 - 0.35 * (1 - t)) if t < 0.5 else base + (1 - base) * 0.6 * (t - 0.5) * 2)
+    return out
+
+
+def _groups(points, axes=None):
     """Colour per point; repetitions over ``seed`` share their point's colour (and one legend entry)."""
     keys, colors, first = {}, {}, set()
     for p in points:
@@ -24,6 +62,9 @@ def _groups(points):
             keys[base] = len(keys)
             first.add(p.index)
         p.group = base
+    two = _two_axis_palette(points, axes) if len(keys) > 4 else None
+    if two is not None:
+        return two, first
     if len(keys) <= len(COLORS):
         palette = COLORS
     else:  # many points: an ordered colour map (the grid's order), not a repeating palette
@@ -36,15 +77,16 @@ def _groups(points):
     return colors, first
 
 
-def overlay(points, title):
-    """Training sweeps: loss curves overlaid, accuracy (or gradient norm), and per-layer statistics at init."""
+def overlay(points, title, axes=None):
+    """Training sweeps: loss curves overlaid, accuracy (or gradient norm), and per-layer statistics at init.
+    ``axes``: the manifest's axes; a grid of two gets a hue per value of one and a shade per value of the other."""
     fig = figure(13, 8.2)
     gs = fig.add_gridspec(2, 2, height_ratios=[1.35, 1], width_ratios=[1.45, 1])
     ax_loss = fig.add_subplot(gs[0, 0])
     ax_side = fig.add_subplot(gs[0, 1])
     ax_std = fig.add_subplot(gs[1, 0])
     ax_grad = fig.add_subplot(gs[1, 1])
-    colors, first = _groups(points)
+    colors, first = _groups(points, axes)
     classification = any(p.history is not None and np.isfinite(p.history.get("train_acc", np.array([]))).any()
                          for p in points)
     _loss_panel(ax_loss, points, colors, first)
