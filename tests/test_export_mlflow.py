@@ -222,6 +222,11 @@ def test_run_over_http_params_metrics_tags_artifacts(runner, runs, server, mlflo
     [run] = experiment_runs(c, "http-run")
     run_id = run.info.run_id
     assert result.stdout.strip() == run_id
+    again = invoke(runner, run_dir, "--tracking-uri", server.url, "--experiment", "http-run", "--json")
+    [row] = strict_json(again.stdout)["exported"]  # a run's row: every key there, null where it does not apply
+    assert row == {"kind": "run", "action": "skipped", "run_id": run_id, "run_dir": str(run_dir.resolve()),
+                   "reason": "already exported, unchanged", "sweep_dir": None, "points": None,
+                   "tracking_uri": server.url, "experiment": "http-run", "experiment_id": run.info.experiment_id}
     check_params(run.data.params, run_dir)
     check_metric_histories(c, run_id, run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -281,8 +286,10 @@ def test_sweep_over_http_is_a_parent_with_nested_points(runner, runs, server, ml
     as_json = invoke(runner, sweep, "--tracking-uri", server.url, "--experiment", "http-sweep", "--json")
     assert as_json.exit_code == 0, as_json.output
     [row] = strict_json(as_json.stdout)["exported"]  # stdout holds the one object, nothing else
-    assert row["run_id"] == parent.info.run_id and row["experiment"] == "http-sweep"
+    assert row["run_id"] == parent.info.run_id and row["experiment"] == "http-sweep" and row["kind"] == "sweep"
+    assert row["run_dir"] is None and Path(row["sweep_dir"]).is_absolute()
     assert [p["action"] for p in row["points"]] == ["skipped", "skipped"]
+    assert all(Path(p["run_dir"]).is_absolute() and p["reason"] for p in row["points"])
 
 
 def test_diverged_failed_interrupted_runs(runner, runs, server, mlflow_env):

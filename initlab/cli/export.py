@@ -118,7 +118,7 @@ def mlflow(paths, tracking_uri, experiment, as_json, quiet):
     """
     rows = export_mlflow(paths, tracking_uri, experiment, log=lambda msg: say(quiet or as_json, msg))
     if as_json:
-        emit_json({"status": "ok", "exported": rows})
+        emit_json({"status": "ok", "exported": [_mlflow_row(row) for row in rows]})
         return
     for row in rows:
         click.echo(row["run_id"])
@@ -128,6 +128,19 @@ def mlflow(paths, tracking_uri, experiment, as_json, quiet):
         hint = (f"{uri.rstrip('/')}/#/experiments/{rows[0]['experiment_id']}" if web
                 else f"mlflow ui --backend-store-uri {uri}")
         say(quiet, f"experiment '{rows[0]['experiment']}' at {uri}; view: {hint}")
+
+
+def _mlflow_row(row: dict) -> dict:
+    """One exported run or sweep with every key present (null where it does not apply), paths absolute."""
+    def one(r: dict) -> dict:
+        return {"action": r.get("action"), "run_id": r.get("run_id"), "run_dir": absolute(r.get("run_dir")),
+                "reason": r.get("reason")}
+
+    sweep = "points" in row
+    return {"kind": "sweep" if sweep else "run", **one(row),
+            "sweep_dir": absolute(row.get("sweep_dir")) if sweep else None,
+            "points": [one(p) for p in row["points"]] if sweep else None,
+            **{k: row.get(k) for k in ("tracking_uri", "experiment", "experiment_id")}}
 
 
 # -- the --tensorboard and --mlflow flags of `initlab run` and `initlab sweep` ---------------------------
