@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from initlab.errors import ConfigError
-from initlab.keys import flatten
+from initlab.keys import flatten, format_value
 from initlab.output.files import HISTORY_COLUMNS, read_history, read_json, read_npz
 from initlab.output.readers import read_manifest
 
@@ -493,6 +493,8 @@ def load_compared(paths) -> list[Run]:
 
 
 def _label_value(v) -> str:
+    if v is None or isinstance(v, bool):
+        return format_value(v)  # null, true, false: as YAML and the config say them
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, dict):

@@ -59,8 +59,25 @@ def test_the_figure_marks_layers_of_one_run_only(two_runs):
     assert texts.count("layers 3–4\nonly in 1\nof 2 runs") == 2  # activation and gradient panels
     act = fig.axes[1]
     assert sorted(len(line.get_xdata()) for line in act.lines) == [2, 2, 4, 4]  # init and end per run
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert legend == ["depth=2", "depth=4"]
+    [legend] = fig.legends  # below the panels: long labels never squeeze them
+    assert [t.get_text() for t in legend.get_texts()] == ["depth=2", "depth=4"]
+
+
+def test_runs_differing_in_many_keys_keep_readable_panels(two_runs):
+    """Long legend labels are wrapped below the panels; each panel keeps most of its third of the width."""
+    from initlab.plots.compare import compare_figure
+    from initlab.results import compare_series, load_run
+
+    runs = [load_run(p) for p in two_runs]
+    long = ", ".join(f"section.key{i}=value{i}" for i in range(14))
+    fig = compare_figure([compare_series(r, f"{long}, depth={r.depth}") for r in runs], "t")
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert ax.get_position().width > 0.25  # of the figure's width (three panels)
+    [legend] = fig.legends
+    assert all("\n" in t.get_text() for t in legend.get_texts())  # wrapped
+    box = legend.get_window_extent()
+    assert box.x1 <= fig.bbox.width + 1 and box.y0 >= -1
 
 
 def test_json_and_a_whole_sweep(runner):

@@ -12,6 +12,8 @@ FINAL = ("train_loss", "eval_loss", "eval_acc", "train_acc")
 def _cell(v) -> str:
     if v is None:
         return "-"
+    if isinstance(v, bool):
+        return "true" if v else "false"  # as the config says it
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -21,8 +23,10 @@ def table(labels, diff: dict, runs) -> list[str]:
     """One row per run: its label, the differing config keys, status, depth and final metrics."""
     head = ["run", *diff, "status", "layers", *FINAL]
     rows = [head]
+    named = len({r.name for r in runs}) > 1  # runs of different names: the stamp alone does not say which
     for i, r in enumerate(runs):
-        rows.append([r.path.name, *[_cell(vals[i]) for vals in diff.values()], r.status, str(r.depth),
+        rows.append([f"{r.name}/{r.path.name}" if named else r.path.name, *[_cell(vals[i]) for vals in diff.values()],
+                     r.status, str(r.depth),
                      *[_cell(r.final.get(k)) for k in FINAL]])
     widths = [max(len(row[j]) for row in rows) for j in range(len(head))]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]

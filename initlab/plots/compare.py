@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from initlab.plots.common import figure, save_png, smooth, smoothing_window, suptitle
+from initlab.plots.common import figure, save_png, smooth, smoothing_window, suptitle, wrap
 
 
 def _per_layer(ax, series, colors, init_key, end_key, title, ylabel, log):
@@ -29,7 +29,13 @@ def _per_layer(ax, series, colors, init_key, end_key, title, ylabel, log):
         n_only = sum(d > min(depths) for d in depths)
         ax.text(min(depths) + 0.6, 0.97, f"layers {min(depths) + 1}–{max(depths)}\nonly in {n_only}\nof {len(depths)} runs",
                 transform=ax.get_xaxis_transform(), va="top", fontsize=7, color="0.35", clip_on=True)
-    ax.set_xticks(range(1, max(depths, default=1) + 1))
+    deepest = max(depths, default=1)
+    if deepest <= 12:
+        ax.set_xticks(range(1, deepest + 1))
+    else:  # a tick per layer of a 50-layer net is a black smear
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True))
     ax.set_xlabel("hidden layer")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -51,36 +57,49 @@ def compare_figure(series: list[dict], title: str):
 
     cmap = matplotlib.colormaps["tab10"]
     colors = [cmap(i % 10) for i in range(len(series))]
-    fig = figure(15, 4.8)
+    # The legend sits below the panels, each label wrapped to the figure's width: runs that differ in
+    # many keys have long labels, which inside a panel would squeeze the panels to slivers.
+    width_in = 15
+    labels = [s["label"] + ("" if len(s["step"]) else " (no training)") for s in series]
+    labels = [wrap(lab, width_in * 0.9, 8) for lab in labels]
+    legend_lines = sum(lab.count("\n") + 1 for lab in labels)
+    legend_in = 0.2 * legend_lines + 0.3
+    fig = figure(width_in, 4.8 + legend_in)
     ax_loss, ax_act, ax_grad = fig.subplots(1, 3)
     any_loss = False
+    handles = []
     for s, color in zip(series, colors):
         steps, loss = np.asarray(s["step"]), np.asarray(s["train_loss"], float)
         if len(steps):
             any_loss = True
             ax_loss.plot(steps, loss, color=color, alpha=0.25, lw=0.8)
-            ax_loss.plot(steps, smooth(loss, smoothing_window(len(loss))), color=color, lw=1.8, label=s["label"])
+            handles += ax_loss.plot(steps, smooth(loss, smoothing_window(len(loss))), color=color, lw=1.8)
         else:
-            ax_loss.plot([], [], color=color, lw=1.8, label=f"{s['label']} (no training)")
+            handles += ax_loss.plot([], [], color=color, lw=1.8)
     ax_loss.set_title("training loss (faint: per step; bold: moving average)", fontsize=10)
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("minibatch loss")
     if not any_loss:
         ax_loss.text(0.5, 0.5, "forward only:\nno training steps", ha="center", va="center",
                      transform=ax_loss.transAxes, color="0.4")
+        ax_loss.set_xticks([])  # no data: ticks around 0 would read as a measured scale
+        ax_loss.set_yticks([])
     ax_loss.grid(alpha=0.3)
-    ax_loss.legend(fontsize=8, loc="best")
+    fig.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.04, 0.0), fontsize=8, frameon=False)
     _per_layer(ax_act, series, colors, "act_std_init", "act_std_end", "activation std per layer",
                "std of activations", log=True)
     _per_layer(ax_grad, series, colors, "grad_norm_init", "grad_norm_end", "weight-gradient norm per layer",
                "‖∂L/∂W‖", log=True)
     from matplotlib.lines import Line2D
 
-    ax_act.legend(handles=[Line2D([], [], color="0.3", marker="o", ls="-", label="at init"),
-                           Line2D([], [], color="0.3", marker="s", ls="--", label="at the end")],
-                  fontsize=8, loc="best")
-    suptitle(fig, title)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    handles = [Line2D([], [], color="0.3", marker="o", ls="-", label="at init")]
+    if any(s.get("trained") for s in series):  # an "at the end" entry only where something is drawn for it
+        handles.append(Line2D([], [], color="0.3", marker="s", ls="--", label="at the end"))
+    ax_act.legend(handles=handles, fontsize=8, loc="best")
+    lines = suptitle(fig, title).get_text().count("\n") + 1
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.05, right=0.99, wspace=0.28, top=1 - (0.35 + 0.2 * lines) / height,
+                        bottom=(legend_in + 0.55) / height)
     return fig
 
 
