@@ -120,7 +120,7 @@ class ResidualBlock:
         if self.alpha is not None:
             if self.f is None:
                 raise EngineError(f"{self.name}: backward called before forward")
-            self.alpha.grad[self.index] = np.dot(dout.ravel(), self.f.ravel())
+            self.alpha.grad[self.index] = np.vdot(dout, self.f)  # vdot flattens: no ravel calls
             df = dout * self.alpha.data[self.index]
         elif self.scale != 1.0:
             df = dout * dout.dtype.type(self.scale)
