@@ -75,3 +75,29 @@ def raise_at(step: int, exc: BaseException):
         if done == step:
             raise exc
     return on_step
+
+
+def export_fixture_runs(out, base: dict, **extra) -> dict:
+    """The runs the export tests read: trained (with figures), diverged, interrupted, failed, a
+    half-written copy (no metrics.json) and a two-point sweep; ``extra``: more runs by name → sections."""
+    import shutil
+    from pathlib import Path
+
+    import initlab
+
+    r = {
+        "trained": run_named(out, base, "trained", figures=True),
+        **{name: run_named(out, base, name, **sections) for name, sections in extra.items()},
+        "diverged": run_named(out, base, "diverged", model={"activation": "relu"},
+                              init={"scheme": "normal", "std": 10.0}, optimizer={"lr": 10.0}),
+        "interrupted": run_named(out, base, "interrupted", on_step=raise_at(30, KeyboardInterrupt)),
+        "failed": run_named(out, base, "failed", on_step=raise_at(30, RuntimeError("boom"))),
+    }
+    half = out / "half" / "2026-01-01_00-00-00"  # killed before metrics.json, which is written last
+    shutil.copytree(r["trained"], half)
+    (half / "metrics.json").unlink()
+    r["half"] = half
+    sweep = initlab.sweep({**base, "name": "sw", "train": {**base["train"], "steps": 40}},
+                          {"model.activation": ["tanh", "relu"]}, out=out, workers=1)
+    r["sweep"] = Path(sweep.sweep_dir)
+    return r

@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import initlab
 from initlab.cli import cli
-from tests.conftest import raise_at, run_named, strict_json
+from tests.conftest import export_fixture_runs, strict_json
 
 BASE = {"data": {"kind": "teacher", "samples": 200, "features": 20, "eval_samples": 200},
         "model": {"depth": 3, "width": 16, "activation": "tanh"},
@@ -95,28 +94,9 @@ def server(tmp_path_factory):
     s.stop()
 
 
-def _run(out, name, **kw):
-    return run_named(out, BASE, name, **kw)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mlflow-runs")
-    r = {
-        "trained": _run(out, "trained", figures=True),
-        "diverged": _run(out, "diverged", model={"activation": "relu"}, init={"scheme": "normal", "std": 10.0},
-                         optimizer={"lr": 10.0}),
-        "interrupted": _run(out, "interrupted", on_step=raise_at(30, KeyboardInterrupt)),
-        "failed": _run(out, "failed", on_step=raise_at(30, RuntimeError("boom"))),
-    }
-    half = out / "half" / "2026-01-01_00-00-00"
-    shutil.copytree(r["trained"], half)
-    (half / "metrics.json").unlink()
-    r["half"] = half
-    sweep = initlab.sweep({**BASE, "name": "sw", "train": {**BASE["train"], "steps": 40}},
-                          {"model.activation": ["tanh", "relu"]}, out=out, workers=1)
-    r["sweep"] = Path(sweep.sweep_dir)
-    return r
+    return export_fixture_runs(tmp_path_factory.mktemp("mlflow-runs"), BASE)
 
 
 @pytest.fixture

@@ -23,18 +23,18 @@ MARGIN = 1e-2  # pre-activations of kinked φ stay this far from 0, so no step c
 NORMS = ["none", "batchnorm", "layernorm"]
 
 
-def numeric_grad(f, array):
-    """∂f/∂array by central differences, perturbing ``array`` in place and restoring it."""
+def numeric_grad(f, array, h=H):
+    """∂f/∂array by central differences of step ``h``, perturbing ``array`` in place and restoring it."""
     grad = np.zeros_like(array)
     flat, gflat = array.reshape(-1), grad.reshape(-1)
     for i in range(flat.size):
         old = flat[i]
-        flat[i] = old + H
+        flat[i] = old + h
         up = f()
-        flat[i] = old - H
+        flat[i] = old - h
         down = f()
         flat[i] = old
-        gflat[i] = (up - down) / (2 * H)
+        gflat[i] = (up - down) / (2 * h)
     return grad
 
 

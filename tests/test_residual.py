@@ -10,6 +10,7 @@ from initlab.engine.model import InitSpec, build_mlp
 from initlab.engine.optimizers import OPTIMIZERS, make_optimizer
 from initlab.engine.residual import BRANCH_SCALES, STRUCTURAL, ResidualBlock, resolve_branch_scale
 from initlab.errors import EngineError
+from tests.test_layers import numeric_grad as layers_numeric_grad
 
 H = 1e-6
 NORMS = [None, "batchnorm", "layernorm"]
@@ -29,17 +30,7 @@ def build(norm=None, branch_scale=None, scheme="he_normal", activation="tanh", w
 
 
 def numeric_grad(f, array):
-    grad = np.zeros_like(array)
-    flat, gflat = array.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + H
-        up = f()
-        flat[i] = old - H
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * H)
-    return grad
+    return layers_numeric_grad(f, array, h=H)
 
 
 def check_gradients(model, x, y, what):
