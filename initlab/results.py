@@ -23,7 +23,7 @@ import numpy as np
 
 from initlab.errors import ConfigError
 from initlab.keys import flatten, format_value
-from initlab.output.files import HISTORY_COLUMNS, read_history, read_json, read_npz
+from initlab.output.files import HISTORY_COLUMNS, is_inside, read_history, read_json, read_npz
 from initlab.output.readers import read_manifest
 
 LATEST = "latest"
@@ -399,8 +399,11 @@ class Sweep:
         """The points that finished, as :class:`Run` objects (in point order)."""
         out = []
         for mp in self.manifest["points"]:
+            run_dir = self.path / str(mp.get("run_dir") or "") if isinstance(mp, dict) else None
+            if run_dir is None or run_dir == self.path or not is_inside(run_dir, self.path):
+                continue  # a hand-edited manifest naming a folder outside the sweep is not followed
             try:
-                out.append(load_run(self.path / mp["run_dir"]))
+                out.append(load_run(run_dir))
             except ConfigError:
                 continue  # pending, failed before writing, or interrupted mid-write
         return out

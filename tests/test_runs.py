@@ -217,3 +217,17 @@ def test_load_run_refuses_what_is_not_a_finished_run(tmp_path):
             initlab.load_run(path)
     with pytest.raises(initlab.ConfigError, match="not a sweep directory"):
         initlab.load_sweep(tmp_path / "foreign")
+
+
+def test_a_sweep_read_back_never_follows_a_manifest_out_of_its_folder(tmp_path):
+    import initlab
+
+    small = {"data": {"samples": 40, "eval_samples": 10}, "model": {"width": 6, "depth": 2}, "record": {"samples": 40}}
+    outside = Path(initlab.run(small, out=tmp_path / "elsewhere", figures=False).run_dir)
+    res = initlab.sweep(small, {"model.depth": [1, 2]}, out=tmp_path / "o", workers=1)
+    manifest = json.loads((res.sweep_dir / "manifest.json").read_text())
+    manifest["points"][1]["run_dir"] = str(Path("..") / ".." / ".." / outside.relative_to(tmp_path))
+    assert (res.sweep_dir / manifest["points"][1]["run_dir"] / "metrics.json").is_file()  # a real run, elsewhere
+    (res.sweep_dir / "manifest.json").write_text(json.dumps(manifest))
+    runs = initlab.load_sweep(res.sweep_dir).runs()
+    assert [r.path for r in runs] == [(res.sweep_dir / manifest["points"][0]["run_dir"]).resolve()]

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 from initlab.errors import ConfigError, InitlabError
-from initlab.output.files import read_history, read_json, read_npz
+from initlab.numbers import finite_or_none
+from initlab.output.files import is_inside, read_json
 from initlab.recorder import Snapshot, unstack
 
 # A run's files that go along with an exported run (every file initlab writes into a run directory).
@@ -139,34 +140,20 @@ def read_run(path, place: str, label: str) -> Run:
     ``place`` is the run's location relative to its output root (``NAME/TIMESTAMP``, or
     ``NAME/sweep-TIMESTAMP/runs/K-SLUG`` for a sweep point): with ``config.yaml`` it makes the key.
     """
-    from initlab.yamlio import read_yaml
+    from initlab.results import load_run
 
     path = Path(path)
+    loaded = load_run(path)  # what a notebook reads: refuses a non-run or one without metrics.json yet
     config_bytes = _read_bytes(path / "config.yaml")
-    if not (path / "metrics.json").is_file():
-        raise ConfigError(f"{path}: incomplete run (no metrics.json: still running, or stopped before it "
-                          f"finished); nothing exported")
-    metrics_bytes = _read_bytes(path / "metrics.json")
     try:
-        metrics = read_json(path / "metrics.json")
-    except ValueError as e:
-        raise ConfigError(f"{path / 'metrics.json'}: not valid JSON ({e})") from e
-    if not isinstance(metrics, dict):
-        raise ConfigError(f"{path / 'metrics.json'}: not an initlab metrics file")
-    config = read_yaml(path / "config.yaml")
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path / 'config.yaml'}: not a config mapping")
-    history = snapshots = None
-    try:
-        if (path / "history.csv").is_file():
-            history = read_history(path / "history.csv")
-        if (path / "activations.npz").is_file():
-            snapshots = unstack(read_npz(path / "activations.npz"))
+        history = loaded.history if (path / "history.csv").is_file() else None
+        snapshots = unstack(loaded.snapshots) if loaded.snapshots else []
     except (OSError, ValueError, KeyError, IndexError) as e:  # truncated or foreign file
         raise ConfigError(f"{path}: unreadable history.csv or activations.npz ({e})") from e
-    return Run(path=path, label=label, key=_digest(place.encode(), config_bytes), content=_digest(metrics_bytes),
-               config=config, config_text=config_bytes.decode("utf-8", "replace"), metrics=metrics,
-               history=history, snapshots=snapshots or [])
+    return Run(path=path, label=label, key=_digest(place.encode(), config_bytes),
+               content=_digest(_read_bytes(path / "metrics.json")), config=loaded.config,
+               config_text=config_bytes.decode("utf-8", "replace"), metrics=loaded.metrics,
+               history=history, snapshots=snapshots)
 
 
 def read_sweep(path) -> Sweep:
@@ -193,7 +180,7 @@ def read_sweep(path) -> Sweep:
                       status=str(p.get("status") or "pending"), run=None)
         run_path = (path / rel) if rel else None
         # A point's folder must lie inside the sweep: a manifest naming anything else is not trusted.
-        if run_path is None or not _inside(run_path, path):
+        if run_path is None or not is_inside(run_path, path):
             point.skipped = "no run directory"
         elif not (run_path / "config.yaml").is_file() or not (run_path / "metrics.json").is_file():
             point.skipped = f"{point.status}, no results yet"
@@ -202,14 +189,6 @@ def read_sweep(path) -> Sweep:
             point.status = point.run.status  # the run's own file is the truth (as on --resume)
         sweep.points.append(point)
     return sweep
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.resolve().relative_to(parent.resolve())
-        return True
-    except (ValueError, OSError):
-        return False
 
 
 def read_target(path) -> Run | Sweep:
@@ -239,14 +218,13 @@ def runs_of(target: Run | Sweep) -> list[Run]:
 
 
 def finite(x) -> Optional[float]:
-    """``x`` as a float when it is a finite number, else None (NaN cells, nulls, non-numbers)."""
-    if isinstance(x, bool) or x is None:
+    """``x`` as a float when it is a finite number, else None (NaN cells, nulls, flags, text)."""
+    if isinstance(x, (bool, str, bytes)):
         return None
     try:
-        v = float(x)
+        return finite_or_none(x)
     except (TypeError, ValueError):
         return None
-    return v if math.isfinite(v) else None
 
 
 HISTORY_SERIES = ("train_loss", "grad_norm", "eval_loss", "eval_acc", "train_acc")

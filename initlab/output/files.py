@@ -27,6 +27,14 @@ def timestamp(t: float | None = None) -> str:
     return time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(t))
 
 
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` (links followed) lies in ``root``: a manifest naming a folder elsewhere is not trusted."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
 def make_dir(path: Path) -> Path:
     """``mkdir -p path``; an :class:`OutputError` naming the file in the way, or the reason."""
     path = Path(path)

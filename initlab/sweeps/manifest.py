@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from initlab.errors import RuntimeStateError
+from initlab.output.files import is_inside
 from initlab.output.readers import read_metrics
 
 if TYPE_CHECKING:
@@ -156,13 +157,6 @@ def _entry(p) -> dict:
     }
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        return path.resolve().is_relative_to(root.resolve())
-    except (OSError, RuntimeError):  # a symlink loop
-        return False
-
-
 def _remove(path: Path) -> None:
     """Remove a point's folder, or a link or file in its place (never what a link points to)."""
     if path.is_symlink() or path.is_file():
@@ -217,7 +211,7 @@ def reconcile(sweep_dir: Path, manifest: dict, plan: Plan) -> list[int]:
     todo = []
     for mp, p in zip(points, plan.points):
         run_dir = sweep_dir / p.run_dir
-        safe = not run_dir.is_symlink() and _inside(run_dir, sweep_dir)
+        safe = not run_dir.is_symlink() and is_inside(run_dir, sweep_dir)
         metrics = _finished_metrics(run_dir, p.config.hash) if safe else None
         if metrics is not None:
             if mp.get("status") != metrics["status"]:
