@@ -261,6 +261,6 @@ def test_per_point_figures_on_request(tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux CPU affinity")
 def test_default_worker_count_is_the_number_of_usable_cores():
-    from initlab.sweeps.backends import LocalBackend
+    from initlab.sweeps.local import LocalBackend
 
     assert LocalBackend().size == len(os.sched_getaffinity(0))

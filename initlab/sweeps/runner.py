@@ -31,13 +31,9 @@ from typing import Callable, Optional
 from initlab.errors import ConfigError, describe, short
 from initlab.output.readers import read_manifest
 from initlab.output.rundir import link_latest
-from initlab.sweeps.backends import (
-    WORKERS_PER_CORE,
-    BackendLostError,
-    WorkerStartError,
-    default_workers,
-    make_backend,
-)
+from initlab.sweeps.backends import make_backend
+from initlab.sweeps.dask_backend import BackendLostError
+from initlab.sweeps.local import WORKERS_PER_CORE, WorkerStartError, default_workers
 from initlab.sweeps.manifest import (
     DONE,
     ManifestWriter,
