@@ -39,7 +39,7 @@ def main():
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
-    from initlab.results import scan, select
+    from initlab.listing import scan, select
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "outputs"

@@ -1,229 +1,22 @@
-"""Results after the fact: list the runs and sweeps under an output root, load one for a notebook.
+"""Runs and sweeps read back, for a notebook:
 
     import initlab
     run = initlab.load_run("outputs/xavier_sigmoid/latest")
     run.history["train_loss"], run.snapshots["act_std"][0]     # NumPy arrays
     run.to_pandas()["layers"]                                   # DataFrames (pandas installed)
     run.figures()["activations"]                                # matplotlib Figures, shown inline
-
-:func:`scan` reads only the small JSON files of each directory (``metrics.json``,
-``provenance.json``, ``manifest.json``), so a thousand runs list in a fraction of a second. An
-entry that cannot be read is skipped with a note; a half-written run is listed as ``incomplete``.
 """
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from initlab.errors import ConfigError
-from initlab.keys import flatten, format_value
 from initlab.output.files import HISTORY_COLUMNS, is_inside, read_history, read_json, read_npz
-from initlab.output.readers import read_manifest
-
-LATEST = "latest"
-COMPARE_MARK = "compare.json"  # what `initlab compare` writes into its own folder
-STAMP = re.compile(r"^(?:sweep-)?(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(?:-(\d+))?$")
-FINAL_SHOWN = ("train_loss", "eval_loss", "eval_acc", "train_acc")
-STATUS_RANK = ("completed", "diverged", "pending", "running", "interrupted", "failed")  # worst last
-
-
-# ------------------------------------------------------------------------------------------ listing
-
-
-@dataclass
-class Entry:
-    """One row of ``initlab runs``: a run or a sweep directory."""
-
-    name: str
-    stamp: str
-    kind: str  # "run" or "sweep"
-    status: str
-    steps: Optional[int]
-    overrides: list
-    final: dict
-    path: Path
-    latest: bool = False
-    seq: int = 0  # the -N suffix of a folder made in the same second
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "stamp": self.stamp, "kind": self.kind, "status": self.status,
-                "steps": self.steps, "overrides": self.overrides, "final": self.final,
-                "path": str(self.path.resolve()), "latest": self.latest}
-
-    @property
-    def when(self) -> datetime:
-        return datetime.strptime(self.stamp, "%Y-%m-%d_%H-%M-%S")
-
-
-def _read_dict(path: Path) -> Optional[dict]:
-    """A JSON file that should hold an object: the object, None when absent; ValueError when unreadable."""
-    try:
-        obj = read_json(path)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path.name}: {getattr(e, 'strerror', None) or e}") from e
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path.name}: not a JSON object")
-    return obj
-
-
-def _final(final) -> dict:
-    final = final if isinstance(final, dict) else {}
-    out = {}
-    for k in FINAL_SHOWN:
-        v = final.get(k)
-        out[k] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-    return out
-
-
-def _run_entry(name: str, path: Path, stamp: str, seq: int) -> Entry:
-    if not (path / "config.yaml").is_file():
-        raise ValueError("not a run directory (no config.yaml)")
-    metrics = _read_dict(path / "metrics.json")
-    prov = None
-    try:
-        prov = _read_dict(path / "provenance.json")
-    except ValueError:
-        pass  # provenance is a nicety; the run itself is still listable
-    overrides = [str(o) for o in (prov or {}).get("overrides") or []]
-    if prov and prov.get("seed") is not None:
-        overrides.append(f"seed={prov['seed']}")
-    if metrics is None:  # half-written: killed before metrics.json, or still running
-        return Entry(name, stamp, "run", "incomplete", None, overrides, _final(None), path, seq=seq)
-    steps = metrics.get("steps_done")
-    return Entry(name, stamp, "run", str(metrics.get("status") or "unknown"),
-                 steps if isinstance(steps, int) else None, overrides, _final(metrics.get("final")), path, seq=seq)
-
-
-def _sweep_entry(name: str, path: Path, stamp: str, seq: int) -> Entry:
-    try:
-        manifest = read_manifest(path)
-    except ConfigError as e:
-        if not (path / "manifest.json").exists() and (path / "sweep.yaml").exists():
-            return Entry(name, stamp, "sweep", "incomplete", None, [], _final(None), path, seq=seq)
-        raise ValueError(str(e)) from e
-    statuses = [mp.get("status") for mp in manifest["points"] if isinstance(mp, dict)]
-    status = max(statuses, key=lambda s: STATUS_RANK.index(s) if s in STATUS_RANK else len(STATUS_RANK),
-                 default="pending")
-    overrides = []
-    for axis in manifest.get("axes") or []:
-        if isinstance(axis, dict):
-            values = ",".join(_short(v) for v in axis.get("values") or [])
-            overrides.append(f"{axis.get('key')}={values}")
-    return Entry(name, stamp, "sweep", status, len(statuses), overrides, _final(None), path, seq=seq)
-
-
-def _short(v) -> str:
-    if isinstance(v, dict):
-        return "{" + ",".join(f"{k}:{_short(x)}" for k, x in v.items()) + "}"
-    return str(v)
-
-
-def scan(root="outputs") -> tuple[list[Entry], list[dict]]:
-    """Every run and sweep directory under ``root`` (``root/<name>/<stamp>/``), newest first, and
-    the entries skipped (``{"path", "reason"}``). A missing root is a :class:`ConfigError`."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ConfigError(f"{root}: no such output directory")
-    entries, skipped = [], []
-    try:
-        names = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError as e:
-        raise ConfigError(f"{root}: {e.strerror or e}") from e
-    for name_dir in names:
-        try:
-            children = sorted(name_dir.iterdir())
-        except OSError as e:
-            skipped.append({"path": str(name_dir.resolve()), "reason": e.strerror or str(e)})
-            continue
-        latest = None
-        if (name_dir / LATEST).is_symlink():
-            try:
-                latest = (name_dir / LATEST).resolve(strict=True)
-            except OSError:
-                latest = None  # a dangling link (its target deleted): nothing is latest
-        for path in children:
-            m = STAMP.match(path.name)
-            if m is None or path.is_symlink() or not path.is_dir() or (path / COMPARE_MARK).exists():
-                continue  # latest, temporary names, files, other folders, `initlab compare` results: not runs
-            kind = "sweep" if path.name.startswith("sweep-") else "run"
-            try:
-                make = _sweep_entry if kind == "sweep" else _run_entry
-                entry = make(name_dir.name, path, m.group(1), int(m.group(2) or 0))
-            except (OSError, ValueError) as e:
-                skipped.append({"path": str(path.resolve()), "reason": str(e)})
-                continue
-            entry.latest = latest is not None and path.resolve() == latest
-            entries.append(entry)
-    entries.sort(key=lambda e: (e.stamp, e.seq, e.name), reverse=True)
-    return entries, skipped
-
-
-def parse_since(text: str, now: Optional[datetime] = None) -> datetime:
-    """``--since``: an age (``30m``, ``2h``, ``3d``, ``1w``), a date (``2026-01-31``) or a stamp/ISO time."""
-    now = now or datetime.now()
-    text = text.strip()
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text)
-    if m:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
-        return now - timedelta(**{unit: float(m.group(1))})
-    for fmt in ("%Y-%m-%d_%H-%M-%S", "%Y-%m-%d"):
-        try:
-            return datetime.strptime(text, fmt)
-        except ValueError:
-            pass
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"--since {text!r}: expected an age such as 2h or 3d, a date YYYY-MM-DD "
-                          "or a time YYYY-MM-DD_HH-MM-SS") from None
-    return t.astimezone().replace(tzinfo=None) if t.tzinfo else t
-
-
-SORT_KEYS = ("stamp", "name", "status", "steps", *FINAL_SHOWN)
-
-
-def select(entries: list[Entry], name: Optional[str] = None, status: Optional[str] = None,
-           since: Optional[datetime] = None, kind: Optional[str] = None, sort: str = "stamp",
-           reverse: bool = False, limit: Optional[int] = None) -> list[Entry]:
-    """Filter (``name``: a glob such as ``xavier*``; ``status``: comma-separated), sort and cut.
-
-    ``sort="stamp"`` is newest first; the others ascending, missing values last; ``reverse`` flips.
-    """
-    from fnmatch import fnmatchcase
-
-    out = entries
-    if name:
-        out = [e for e in out if fnmatchcase(e.name, name)]
-    if status:
-        wanted = {s.strip() for s in status.split(",") if s.strip()}
-        out = [e for e in out if e.status in wanted]
-    if kind:
-        out = [e for e in out if e.kind == kind]
-    if since is not None:
-        out = [e for e in out if e.when >= since]
-    if sort not in SORT_KEYS:
-        raise ConfigError(f"--sort {sort!r}: expected one of {', '.join(SORT_KEYS)}")
-    if sort == "stamp":
-        out = sorted(out, key=lambda e: (e.stamp, e.seq, e.name), reverse=not reverse)
-    else:
-        def key(e):
-            v = e.final.get(sort) if sort in FINAL_SHOWN else getattr(e, sort)
-            return (v is None, v if v is not None else 0)
-
-        present = sorted([e for e in out if key(e)[0] is False], key=key, reverse=reverse)
-        out = present + [e for e in out if key(e)[0] is True]
-    return out[:limit] if limit is not None else out
-
-
-# ------------------------------------------------------------------------------------------ loading
+from initlab.output.readers import read_json_object, read_manifest
 
 
 def _need_pandas():
@@ -360,7 +153,7 @@ def load_run(path) -> Run:
     if not (path / "config.yaml").is_file():
         raise ConfigError(f"{path}: not an initlab run directory (no config.yaml)")
     try:
-        metrics = _read_dict(path / "metrics.json")
+        metrics = read_json_object(path / "metrics.json")
     except ValueError as e:
         raise ConfigError(f"{path}: unreadable ({e})") from e
     if metrics is None:
@@ -372,7 +165,7 @@ def load_run(path) -> Run:
     if not isinstance(config, dict):
         raise ConfigError(f"{path / 'config.yaml'}: not an initlab config")
     try:
-        prov = _read_dict(path / "provenance.json")
+        prov = read_json_object(path / "provenance.json")
     except ValueError:
         prov = None
     return Run(path, config, metrics, prov)
@@ -451,78 +244,3 @@ def load_sweep(path) -> Sweep:
     return Sweep(path, manifest, summary)
 
 
-# ------------------------------------------------------------------------------------------ comparing
-
-
-def differing(configs: list[dict]) -> dict:
-    """The dotted keys whose values are not the same in every config → one value per config (None
-    where a config lacks the key). ``name`` is left out: it names, it does not change a result.
-    A key missing from a config (written by an older initlab, before the key existed) does not by
-    itself make a difference: only the values present are compared."""
-    flats = [flatten("", c) for c in configs]
-    keys = list(dict.fromkeys(k for f in flats for k in f))
-    missing = object()
-    out = {}
-    for k in keys:
-        values = [f.get(k, missing) for f in flats]
-        present = [v for v in values if v is not missing]
-        if k != "name" and any(v != present[0] for v in present[1:]):
-            out[k] = [None if v is missing else v for v in values]
-    return out
-
-
-def load_compared(paths) -> list[Run]:
-    """The runs ``initlab compare`` was given: run directories, sweep points, or whole sweeps
-    (each expands into its finished points). Two of them being the same directory, or fewer than
-    two runs in all, is a :class:`ConfigError`."""
-    runs: list[Run] = []
-    for p in paths:
-        resolved = resolve_dir(p)
-        if (resolved / "manifest.json").is_file():
-            found = load_sweep(resolved).runs()
-            if not found:
-                raise ConfigError(f"{p}: a sweep with no finished point to compare")
-            runs.extend(found)
-        else:
-            runs.append(load_run(resolved))
-    seen = {}
-    for r in runs:
-        if r.path in seen:
-            raise ConfigError(f"{r.path}: given twice (a run compared with itself)")
-        seen[r.path] = True
-    if len(runs) < 2:
-        raise ConfigError("compare needs at least two runs")
-    return runs
-
-
-def _label_value(v) -> str:
-    if v is None or isinstance(v, bool):
-        return format_value(v)  # null, true, false: as YAML and the config say them
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, dict):
-        return ",".join(f"{k}={_label_value(x)}" for k, x in v.items())
-    return str(v)
-
-
-def compare_labels(runs: list[Run], diff: dict) -> list[str]:
-    """One legend label per run: the differing keys only (last part of the key when unambiguous),
-    else the run's folder."""
-    if not diff:
-        return [f"{r.name}/{r.path.name}" for r in runs]
-    short = {k: k.rsplit(".", 1)[-1] for k in diff}
-    if len(set(short.values())) < len(short):
-        short = {k: k for k in diff}
-    labels = [", ".join(f"{short[k]}={_label_value(vals[i])}" for k, vals in diff.items()) for i in range(len(runs))]
-    if len(set(labels)) < len(labels):  # same differing values (e.g. a seed the config does not hold)
-        labels = [f"{lab} ({r.path.name})" for lab, r in zip(labels, runs)]
-    return labels
-
-
-def compare_series(run: Run, label: str) -> dict:
-    """The arrays :func:`initlab.plots.compare.compare_figure` draws for one run."""
-    h = run.history
-    trained = bool(len(h["step"]))
-    return {"label": label, "step": h["step"], "train_loss": h["train_loss"], "trained": trained,
-            "act_std_init": run.layer_stat("act_std", "init"), "act_std_end": run.layer_stat("act_std", "end"),
-            "grad_norm_init": run.layer_stat("grad_norm", "init"), "grad_norm_end": run.layer_stat("grad_norm", "end")}

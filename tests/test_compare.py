@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from initlab.cli import cli
-from initlab.results import differing
+from initlab.comparison import differing
 from tests.conftest import strict_json
 
 SMALL = ["--set", "data.samples=60", "--set", "data.eval_samples=20", "--set", "model.width=8",
@@ -50,8 +50,9 @@ def test_runs_of_different_depths(runner, two_runs):
 
 
 def test_the_figure_marks_layers_of_one_run_only(two_runs):
+    from initlab.comparison import compare_series
     from initlab.plots.compare import compare_figure
-    from initlab.results import compare_series, load_run
+    from initlab.results import load_run
 
     runs = [load_run(p) for p in two_runs]
     fig = compare_figure([compare_series(r, f"depth={r.depth}") for r in runs], "t")
@@ -65,8 +66,9 @@ def test_the_figure_marks_layers_of_one_run_only(two_runs):
 
 def test_runs_differing_in_many_keys_keep_readable_panels(two_runs):
     """Long legend labels are wrapped below the panels; each panel keeps most of its third of the width."""
+    from initlab.comparison import compare_series
     from initlab.plots.compare import compare_figure
-    from initlab.results import compare_series, load_run
+    from initlab.results import load_run
 
     runs = [load_run(p) for p in two_runs]
     long = ", ".join(f"section.key{i}=value{i}" for i in range(14))
@@ -124,7 +126,7 @@ def test_bad_input_is_one_error_exit_2_and_nothing_written(runner, two_runs, cas
 
 def test_compare_folders_are_not_listed_as_runs(runner, two_runs):
     invoke(runner, "compare", *map(str, two_runs))
-    from initlab.results import scan
+    from initlab.listing import scan
 
     entries, skipped = scan("outputs")
     assert len(entries) == 2 and skipped == []

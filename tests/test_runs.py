@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from initlab.cli import cli
-from initlab.results import parse_since, scan, select
+from initlab.listing import parse_since, scan, select
 from tests.conftest import strict_json
 
 

@@ -53,9 +53,10 @@ def compare(runs, out, as_json):
     """
     from pathlib import Path
 
+    from initlab.comparison import compare_labels, compare_series, differing, load_compared
     from initlab.errors import ConfigError
+    from initlab.listing import COMPARE_MARK
     from initlab.output.files import OutputError, make_unique_dir, timestamp, write_json
-    from initlab.results import COMPARE_MARK, compare_labels, compare_series, differing, load_compared
 
     try:
         loaded = load_compared(runs)

@@ -51,7 +51,7 @@ def runs(root, name, status, since, kind, sort, reverse, limit, as_json):
       initlab runs outputs --sort eval_acc --reverse --json
     """
     from initlab.errors import ConfigError
-    from initlab.results import parse_since, scan, select
+    from initlab.listing import parse_since, scan, select
 
     try:
         entries, skipped = scan(root)

@@ -32,3 +32,16 @@ def read_metrics(run_dir: Path) -> Optional[dict]:
     except (OSError, ValueError):
         return None
     return m if isinstance(m, dict) else None
+
+
+def read_json_object(path: Path) -> Optional[dict]:
+    """A JSON file that should hold an object: the object, None when absent; ValueError when unreadable."""
+    try:
+        obj = read_json(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path.name}: {getattr(e, 'strerror', None) or e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path.name}: not a JSON object")
+    return obj
