@@ -24,7 +24,8 @@ def _two_axis_palette(points, axes) -> Optional[dict]:
 
     from matplotlib.colors import to_rgb
 
-    from initlab.keys import flatten
+    from initlab.errors import ConfigError
+    from initlab.keys import axis_leaves
 
     axes = [a for a in axes or [] if isinstance(a, dict) and a.get("key") != "seed" and len(a.get("values") or []) > 1]
     if len(axes) != 2 or len(axes[0]["values"]) > len(COLORS):
@@ -33,10 +34,10 @@ def _two_axis_palette(points, axes) -> Optional[dict]:
     def canon(items):
         return {k: json.dumps(v, sort_keys=True) for k, v in items.items()}
 
-    def leaves(key, value):  # the dotted keys one axis value sets (the `points` axis: at the top level)
-        return canon(flatten("" if key == "points" else key, value))
-
-    options = [[leaves(a["key"], v) for v in a["values"]] for a in axes]
+    try:
+        options = [[canon(axis_leaves(a["key"], v)) for v in a["values"]] for a in axes]
+    except ConfigError:  # a hand-edited manifest: the ordinary palette
+        return None
     out = {}
     for p in points:
         mine = canon(p.overrides)

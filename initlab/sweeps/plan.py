@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from initlab.errors import ConfigError
-from initlab.keys import flatten, format_value
+from initlab.keys import ROOT_AXIS, axis_leaves, format_value
 
 MAX_POINTS = 100_000
-# An axis whose values are partial configs merged at the top level, for points that differ in more
-# than one section (``{model: {residual: true}, init: {scheme: fixup}}``): a list, not a product.
-ROOT_AXIS = "points"
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -86,7 +83,7 @@ class Axis:
     def leaves(self) -> set[str]:
         out = set()
         for v in self.values:
-            out |= set(leaves(self.key, v))
+            out |= set(axis_leaves(self.key, v))
         return out
 
 
@@ -128,23 +125,12 @@ def command_axes(std=None, init=None, activation=None, depth=None, sets=()) -> l
     return axes
 
 
-def leaves(key: str, value) -> dict:
-    """The dotted keys an axis value sets: ``("init", {"scheme": "normal"})`` → ``{"init.scheme": "normal"}``;
-    a :data:`ROOT_AXIS` value is a partial config, its sections merged at the top level."""
-    if key == ROOT_AXIS:
-        if not isinstance(value, dict) or not value:
-            raise ConfigError(f"{ROOT_AXIS}: each value must be a mapping of config sections, e.g. "
-                              f"{{model: {{residual: true}}, init: {{scheme: fixup}}}}; got {format_value(value)}")
-        return flatten("", value)
-    return flatten(key, value)
-
-
 def apply_axis(raw: dict, key: str, value) -> dict:
     """``raw`` with one axis value applied (a mapping merges into its section)."""
     from initlab.config import apply_override
 
     if key == ROOT_AXIS:
-        leaves(key, value)  # the shape check
+        axis_leaves(key, value)  # the shape check
         for section, sub in value.items():
             raw = apply_override(raw, str(section), sub)
         return raw
@@ -318,8 +304,8 @@ def _combine(file_axes: list, given: list, fixed: list) -> list[Axis]:
     for a in [a for a in given if len(a.values) == 1]:
         fixed.append((a.key, a.values[0], a.source))
     given = [a for a in given if len(a.values) > 1]
-    caller = [(a.leaves(), a.source) for a in given] + [(set(leaves(k, v)), src) for k, v, src in fixed]
-    settings = [[leaves(a.key, v) for v in a.values] for a in given] + [[leaves(k, v)] for k, v, _ in fixed]
+    caller = [(a.leaves(), a.source) for a in given] + [(set(axis_leaves(k, v)), src) for k, v, src in fixed]
+    settings = [[axis_leaves(a.key, v) for v in a.values] for a in given] + [[axis_leaves(k, v)] for k, v, _ in fixed]
     for i, (la, sa) in enumerate(caller):
         for j, (lb, sb) in enumerate(caller[i + 1:], i + 1):
             if _overlap(la, lb) and not _consistent(settings[i], settings[j]):
@@ -347,7 +333,7 @@ def _points(raw: dict, all_axes: list, name: str) -> list[Point]:
         point_raw, overrides_ = raw, {}
         for a, value in zip(all_axes, combo):
             point_raw = apply_axis(point_raw, a.key, value)
-            overrides_.update(leaves(a.key, value))
+            overrides_.update(axis_leaves(a.key, value))
         try:
             cfg = validate(point_raw, default_name=name)
             check_memory(cfg, limit)
