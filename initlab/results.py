@@ -205,19 +205,16 @@ class Sweep:
         return load_run(self.path / self.manifest["points"][index]["run_dir"])
 
     def to_pandas(self):
-        """``summary.json`` as a DataFrame: one row per point (and per aggregate), columns flattened
-        with the prefixes of ``summary.csv`` (``config.``, ``final.``, ``layer<i>.act_std``)."""
+        """``summary.csv`` as a DataFrame: one row per point (and per seed aggregate), its columns
+        prefixed ``config.``, ``final.``, ``layer<i>.act_std``. A sweep still running has no summary
+        yet: its points' index, status, seed and ``config.`` columns, from the manifest."""
         pd = _need_pandas()
-        rows = []
-        for r in self.summary:
-            row = {"index": r.get("index"), "aggregate": r.get("aggregate", False), "status": r.get("status"),
-                   "seed": r.get("seed"), "label": r.get("label")}
-            row.update({f"config.{k}": v for k, v in (r.get("overrides") or {}).items() if k != "seed"})
-            row.update({f"final.{k}": v for k, v in (r.get("final") or {}).items()})
-            row.update({f"layer{i + 1}.act_std": v for i, v in enumerate(r.get("init_std") or [])})
-            row.update(steps_done=r.get("steps_done"), duration_s=r.get("duration_s"), run_dir=r.get("run_dir"))
-            rows.append(row)
-        return pd.DataFrame(rows)
+        path = self.path / "summary.csv"
+        if path.is_file():
+            return pd.read_csv(path)
+        return pd.DataFrame([{"index": r.get("index"), "aggregate": False, "status": r.get("status"), "seed": r.get("seed"),
+                              **{f"config.{k}": v for k, v in (r.get("overrides") or {}).items() if k != "seed"}}
+                             for r in self.points])
 
     def figure(self):
         """``sweep.png`` as a matplotlib Figure."""
