@@ -63,42 +63,21 @@ def _moments(arrays):
 
 
 def _summary(a, spread=True, lim=None):
-    """Mean, std and mean spread across units (std along axis 1, averaged over rows) of a 2-D array.
-
-    Every row is shifted by its own first entry, so a row whose units are all equal has exactly
-    zero spread and no precision is lost to a large common offset; row sums of the shifted values
-    (a few hundred entries at most) are accurate in the data's own precision, and the totals
-    combine in float64 (law of total variance). Three passes over the data instead of the ten or
-    so of NumPy's ``mean``/``std``; non-finite data take NumPy's path (same values, same warnings).
-    """
+    """Mean, std and mean spread across units (std along axis 1, averaged over rows) of a 2-D array:
+    :func:`_summaries_fused` of the one array; non-finite, huge or non-2-D data take NumPy's path
+    (same values, same warnings)."""
     a = np.asarray(a)
     if a.ndim != 2 or a.dtype.kind != "f" or a.size == 0:
         return _summary_numpy(a, spread)
-    lo, hi = lim if lim is not None else (float(a.min()), float(a.max()))
-    big = max(abs(lo), abs(hi))  # NaN fails the comparison below
-    # squares of shifted values (up to twice the largest) summed over a row must stay finite
-    if not big <= 0.1 * np.sqrt(float(np.finfo(a.dtype).max) / (4 * a.shape[1])):
+    lim = lim if lim is not None else (float(a.min()), float(a.max()))
+    if not _summary_safe(a, lim):
         return _summary_numpy(a, spread)
-    w = a.shape[1]
-    first = a[:, :1]
-    d = a - first  # the one temporary
-    s1 = (d @ np.ones(w, dtype=a.dtype)).astype(np.float64)
-    s2 = np.einsum("ij,ij->i", d, d).astype(np.float64)
-    row_mean = first[:, 0].astype(np.float64) + s1 / w
-    row_var = np.maximum(s2 / w - (s1 / w) ** 2, 0.0)
-    # a row whose first entry lies far from the rest loses digits in that difference: redo those exactly
-    redo = np.flatnonzero(row_var < 1e-2 * (s2 / w))
-    if len(redo):
-        exact = a[redo].astype(np.float64)
-        row_mean[redo] = exact.mean(axis=1)
-        row_var[redo] = exact.var(axis=1)
-    mean = float(row_mean.mean())
-    var = float(row_var.mean() + np.mean((row_mean - mean) ** 2))
-    return mean, float(np.sqrt(var)), float(np.sqrt(row_var).mean()) if spread else np.nan
+    mean, std, unit_std = _summaries_fused([a], spread, [lim], {})
+    return float(mean[0]), float(std[0]), float(unit_std[0])
 
 
 def _summary_numpy(a, spread):
-    """:func:`_summary` the way it was computed before (non-finite or huge values: same results, same warnings)."""
+    """Mean, std and spread by NumPy's reductions in float64 (non-finite or huge values: NumPy's results and warnings)."""
     a2 = a.reshape(len(a), -1) if a.ndim else a.reshape(1, 1)
     mean, std = _moments([a2])
     return float(mean[0]), float(std[0]), float(a2.std(axis=1, dtype=np.float64).mean()) if spread else np.nan
