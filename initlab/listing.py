@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Optional
 
 from initlab.errors import ConfigError
-from initlab.output.readers import read_json_object, read_manifest
+from initlab.output.files import LATEST
+from initlab.output.readers import read_json_object, read_manifest, worst_status
 
-LATEST = "latest"
 COMPARE_MARK = "compare.json"  # what `initlab compare` writes into its own folder
 STAMP = re.compile(r"^(?:sweep-)?(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(?:-(\d+))?$")
 FINAL_SHOWN = ("train_loss", "eval_loss", "eval_acc", "train_acc")
-STATUS_RANK = ("completed", "diverged", "pending", "running", "interrupted", "failed")  # worst last
 
 
 @dataclass
@@ -84,8 +83,7 @@ def _sweep_entry(name: str, path: Path, stamp: str, seq: int) -> Entry:
             return Entry(name, stamp, "sweep", "incomplete", None, [], _final(None), path, seq=seq)
         raise ValueError(str(e)) from e
     statuses = [mp.get("status") for mp in manifest["points"] if isinstance(mp, dict)]
-    status = max(statuses, key=lambda s: STATUS_RANK.index(s) if s in STATUS_RANK else len(STATUS_RANK),
-                 default="pending")
+    status = worst_status(statuses) if statuses else "pending"
     overrides = []
     for axis in manifest.get("axes") or []:
         if isinstance(axis, dict):

@@ -23,6 +23,9 @@ def _oserror(e: OSError, path) -> OutputError:
     return OutputError(f"{path}: {e.strerror or e}")
 
 
+LATEST = "latest"  # <out>/<name>/latest: the newest finished run or sweep of that name (output/rundir.link_latest)
+
+
 def timestamp(t: float | None = None) -> str:
     return time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(t))
 

@@ -45,3 +45,12 @@ def read_json_object(path: Path) -> Optional[dict]:
     if not isinstance(obj, dict):
         raise ValueError(f"{path.name}: not a JSON object")
     return obj
+
+
+# Run and point statuses from best to worst: a group of them (a sweep, a point's seeds) is as good as its worst.
+STATUS_RANK = ("completed", "diverged", "pending", "running", "interrupted", "failed")
+
+
+def worst_status(statuses):
+    """The worst of ``statuses`` by :data:`STATUS_RANK` (an unknown status counts as worse than all)."""
+    return max(statuses, key=lambda s: STATUS_RANK.index(s) if s in STATUS_RANK else len(STATUS_RANK))

@@ -15,7 +15,7 @@ from pathlib import Path
 import initlab
 from initlab.config import Config, dump_yaml
 from initlab.errors import describe
-from initlab.output.files import OutputError, atomic_write, run_dir, write_history, write_json, write_npz
+from initlab.output.files import LATEST, OutputError, atomic_write, run_dir, write_history, write_json, write_npz
 from initlab.recorder import stack
 
 # metrics.json begins with SPEC's keys, in SPEC's order; the others follow in the order they were made.
@@ -26,9 +26,6 @@ def metrics_document(metrics: dict) -> dict:
     """``metrics`` in the order the file presents them."""
     return {**{k: metrics[k] for k in METRICS_ORDER if k in metrics},
             **{k: v for k, v in metrics.items() if k not in METRICS_ORDER}}
-
-
-LATEST = "latest"
 
 
 def link_latest(path) -> None:

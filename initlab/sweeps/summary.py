@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Optional
 
-from initlab.output.readers import read_manifest, read_metrics
-
-STATUS_RANK = ("completed", "diverged", "pending", "running", "interrupted", "failed")  # worst last
+from initlab.output.readers import read_manifest, read_metrics, worst_status
 
 
 def summary_rows(sweep_dir, manifest: Optional[dict] = None) -> list[dict]:
@@ -43,20 +42,12 @@ def summary_rows(sweep_dir, manifest: Optional[dict] = None) -> list[dict]:
     return rows
 
 
-def _finite(values) -> list[float]:
-    return [float(v) for v in values
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
-
-
 def _stats(values) -> tuple[Optional[float], Optional[float], int]:
     """Mean, sample std (None below two values) and count of the finite values."""
-    xs = _finite(values)
-    n = len(xs)
-    if not n:
+    xs = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    if not xs:
         return None, None, 0
-    mean = sum(xs) / n
-    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else None
-    return mean, std, n
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs)
 
 
 def aggregate_rows(rows: list[dict]) -> list[dict]:
@@ -77,14 +68,13 @@ def aggregate_rows(rows: list[dict]) -> list[dict]:
         init_std = [_stats(r["init_std"][i] if i < len(r["init_std"]) else None for r in members)[0]
                     for i in range(n_layers)]
         statuses = [r["status"] for r in members]
-        worst = max(statuses, key=lambda st: STATUS_RANK.index(st) if st in STATUS_RANK else len(STATUS_RANK))
         out.append({
             "index": None,
             "overrides": {k: v for k, v in first["overrides"].items() if k != "seed"},
             "label": ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in first["overrides"].items() if k != "seed")
                      + f" (mean of {len(members)} seeds)",
             "seed": [r["seed"] for r in members],
-            "status": worst,
+            "status": worst_status(statuses),
             "run_dir": None,
             "final": final,
             "init_std": init_std,
