@@ -199,25 +199,30 @@ def gradients_figure(run_dir, cfg=None, metrics=None):
     return fig
 
 
-def jacobian_text(sv: np.ndarray, summary: dict | None = None) -> list[str]:
-    """The spectrum's numbers for a panel: count, rank, zeros (stated, not drawn), non-zero spread."""
+def jacobian_text(sv: np.ndarray, summary: dict | None = None, brief: bool = False) -> list[str]:
+    """The spectrum's numbers for a panel: count, rank, zeros (stated, not drawn), non-zero spread.
+    ``brief``: the three that fit a sweep's small panel (near 1, zeros, spread)."""
     sv = np.asarray(sv, dtype=float)
     rows = sv.reshape(-1, sv.shape[-1]) if sv.ndim else sv.reshape(1, 1)
     ok = nonzero_mask(rows)
     ranks = ok.sum(axis=1)
     nz = rows[ok]
+    zero = rows.size - nz.size
+    near = f"within 10% of 1: {100 * np.mean(np.abs(rows - 1) <= 0.1):.0f}%"
+    spread = f"{np.log10(np.divide(*np.percentile(nz, [95, 5]))):.2g} decades" if len(nz) > 1 else None
+    if brief:
+        return [near] + ([f"{zero} of {rows.size} zero: not drawn"] if zero else []) + (
+            [f"p95/p5: {spread}"] if spread else [])
     lines = [f"{rows.size} singular values from {len(rows)} input{'s' if len(rows) > 1 else ''}"]
     rank = f"{ranks.min()}" if ranks.min() == ranks.max() else f"{ranks.min()}–{ranks.max()}"
     lines.append(f"numerical rank {rank} of {rows.shape[1]}")
-    zero = rows.size - nz.size
     if zero:
         lines.append(f"{zero} zero (≤ {RANK_RTOL:.0e}·max, e.g. dead units): not drawn")
     if summary and summary.get("mean_sq") is not None:
         lines.append(f"mean s² {summary['mean_sq']:.3g}")
-    if len(nz) > 1:
-        p5, p95 = np.percentile(nz, [5, 95])
-        lines.append(f"non-zero p95/p5: {np.log10(p95 / p5):.2g} decades")
-    lines.append(f"within 10% of 1: {100 * np.mean(np.abs(rows - 1) <= 0.1):.0f}%")
+    if spread:
+        lines.append(f"non-zero p95/p5: {spread}")
+    lines.append(near)
     return lines
 
 

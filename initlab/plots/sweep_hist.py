@@ -22,6 +22,7 @@ from initlab.plots.common import (
     shown_layers,
     wrap,
 )
+from initlab.plots.run import jacobian_text
 from initlab.theory.jacobian import RANK_RTOL, nonzero_mask
 
 MAX_ROWS = 24  # histogram rows drawn; the rest are in summary.csv
@@ -48,15 +49,7 @@ def _jacobian_column(axes, spectra) -> None:
     for r, (ax, lg, sv) in enumerate(zip(axes, logs, spectra)):
         ax.hist(lg, bins=bins, color="#55A868", alpha=0.85)
         ax.axvline(0.0, color="#C44E52", ls="--", lw=1)
-        near = float(np.mean(np.abs(sv - 1) <= 0.1))
-        lines = [f"within 10% of 1: {100 * near:.0f}%"]
-        zero = sv.size - len(lg)
-        if zero:
-            lines.append(f"{zero} of {sv.size} zero: not drawn")
-        if len(lg) > 1:
-            p5, p95 = np.percentile(lg, [5, 95])
-            lines.append(f"p95/p5: {p95 - p5:.2g} decades")
-        ax.text(0.03, 0.95, "\n".join(lines), transform=ax.transAxes, va="top", fontsize=7,
+        ax.text(0.03, 0.95, "\n".join(jacobian_text(sv, brief=True)), transform=ax.transAxes, va="top", fontsize=7,
                 bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#bbbbbb", alpha=0.85))
         ax.set_xlim(lo, hi)
         ax.set_yticks([])
