@@ -204,7 +204,10 @@ class Record(Section):
     range: Optional[list[float]] = None
     every: Optional[int] = Field(None, ge=1)
     samples: int = Field(1000, ge=1)
-    # gradient norms on the probe's first grad_samples examples (None: all of them); see initlab.recorder
+    # where the per-layer gradient norms come from: the next training step's own backward pass
+    # ("step", free) or a pass on the probe's first grad_samples examples ("probe"; grad_samples
+    # None: all of them); see initlab.recorder
+    grad_from: Literal["step", "probe"] = "step"
     grad_samples: Optional[int] = Field(100, ge=1)
     # The mean-field prediction at init (metrics' predicted_* and the figures' overlay); false skips it.
     theory: bool = True

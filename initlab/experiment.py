@@ -255,7 +255,7 @@ def _train(cfg: Config, result: Result, progress: bool, on_step) -> None:
     n = len(data.x_train)
     probe = slice(0, min(cfg.record.samples, n))
     rec = Recorder(data.x_train[probe], data.y_train[probe], loss, cfg.record.bins, cfg.record.range,
-                   grad_samples=cfg.record.grad_samples)
+                   grad_samples=cfg.record.grad_samples, grad_from=cfg.record.grad_from)
     result.snapshots = rec.snapshots
     t = time.perf_counter()
     _analyse(cfg, model, data.x_train[probe], result)
@@ -272,11 +272,19 @@ def _train(cfg: Config, result: Result, progress: bool, on_step) -> None:
     train_acc_y = data.y_train[:TRAIN_ACC_SAMPLES]
     bar = _progress_bar(steps, cfg.name) if progress and steps else None
     done = 0
+
+    def settle():  # a pending snapshot no step follows: the gradient of a minibatch drawn as the next step's
+        if rec.pending:
+            t = time.perf_counter()
+            idx = batch_rng.integers(0, n, size=bs)
+            rec.settle(model, data.x_train[idx], data.y_train[idx])
+            timing["record_s"] += time.perf_counter() - t
+
     try:
         for i in range(steps):
             t = time.perf_counter()
             idx = batch_rng.integers(0, n, size=bs)  # with replacement, as the textbook's np.random.choice
-            if not _step(model, loss, opt, params, data.x_train[idx], data.y_train[idx], cfg.train, hist, i):
+            if not _step(model, loss, opt, params, data.x_train[idx], data.y_train[idx], cfg.train, hist, i, rec):
                 result.status = "diverged"
                 break
             done = i + 1
@@ -292,6 +300,9 @@ def _train(cfg: Config, result: Result, progress: bool, on_step) -> None:
                 bar.update(1)
             if on_step is not None:
                 on_step(done)
+    except KeyboardInterrupt:
+        settle()  # the snapshots kept are complete
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -304,16 +315,20 @@ def _train(cfg: Config, result: Result, progress: bool, on_step) -> None:
         t = time.perf_counter()
         rec.snapshot(model, done)
         timing["record_s"] += time.perf_counter() - t
+    settle()
 
 
-def _step(model, loss, opt, params, xb, yb, train_cfg, hist, i) -> bool:
+def _step(model, loss, opt, params, xb, yb, train_cfg, hist, i, rec=None) -> bool:
     """One training step on a minibatch, its loss and gradient norm logged in row ``i`` of the
-    history; False (and no update) when either is non-finite."""
+    history; False (and no update) when either is non-finite. A snapshot ``rec`` holds pending
+    gets this step's per-layer gradient norms (taken before clipping and the update)."""
     value = loss.forward(model.forward(xb, train=True), yb)
     hist["train_loss"][i] = value
     if not np.isfinite(value):
         return False
     model.backward(loss.backward(), input_grad=False)  # dL/dx is never used
+    if rec is not None and rec.pending:
+        rec.take_step_grads(model)
     clip_norm = train_cfg.clip_norm
     gnorm = clip_grad_norm(params, clip_norm) if clip_norm else grad_norm(params)
     hist["grad_norm"][i] = gnorm

@@ -3,10 +3,19 @@
 A snapshot runs one forward pass on the probe batch in training mode (batch statistics for
 BatchNorm, whose running averages are restored afterwards so that recording never changes
 training) and keeps, per hidden layer, histograms of the activations and pre-activations, their
-mean and std, saturated and dead fractions, and the spread across units. The per-layer
-weight-gradient norm comes from a forward and backward pass on the first ``grad_samples`` probe
-examples (``None``: the whole probe, in the same pass as the histograms): a backward pass on the
-whole probe costs about ten training steps, which is most of what recording used to cost.
+mean and std, saturated and dead fractions, and the spread across units.
+
+The per-layer weight-gradient norm needs a backward pass, which on the whole probe costs about ten
+training steps (most of what recording used to cost). Where it comes from is ``grad_from``:
+
+- ``"step"`` (a run's default): from the backward pass training does anyway. The snapshot at step
+  ``s`` is left *pending* and the next training step, which starts from the very weights the
+  snapshot saw, hands over its gradients (:meth:`Recorder.take_step_grads`) before clipping and
+  before its update; a snapshot no step follows (the last one, or one cut short by divergence or
+  an interrupt) gets a minibatch drawn as the next step would draw it (:meth:`Recorder.settle`).
+  So ``grad_norm`` is the norm of the gradient a training step sees, at no extra cost.
+- ``"probe"``: a forward and backward pass on the first ``grad_samples`` probe examples
+  (``None``: the whole probe, in the same pass as the histograms), 0.2's way.
 """
 from __future__ import annotations
 
@@ -293,30 +302,68 @@ def _fraction(mask_fn, arrays):
     return np.array([np.count_nonzero(mask_fn(a)) / a.size for a in arrays])
 
 
+GRAD_FROM = ("step", "probe")  # record.grad_from
+
+
+def layer_grad_norms(model) -> np.ndarray:
+    """The norm of each hidden layer's weight gradient, from the gradients the last backward pass left."""
+    return np.array([grad_norm([b.linear.W]) for b in model.blocks])
+
+
 class Recorder:
     """Takes snapshots of a model on a fixed probe batch and keeps them in order.
 
-    ``grad_samples``: how many of the probe's first examples give the gradient norms (None: all).
+    ``grad_from``: where the gradient norms come from (module docstring): ``"probe"`` computes them
+    in :meth:`snapshot`; ``"step"`` leaves the snapshot pending until :meth:`take_step_grads` or
+    :meth:`settle`. ``grad_samples``: with ``"probe"``, how many of the probe's first examples give
+    them (None: all).
     """
 
-    def __init__(self, probe_x, probe_y, loss, bins=30, range_=None, grad_samples=GRAD_SAMPLES):
+    def __init__(self, probe_x, probe_y, loss, bins=30, range_=None, grad_samples=GRAD_SAMPLES, grad_from="probe"):
+        if grad_from not in GRAD_FROM:
+            raise ValueError(f"grad_from must be one of {', '.join(GRAD_FROM)}, got {grad_from!r}")
         self.probe_x, self.probe_y, self.loss = probe_x, probe_y, loss
         self.bins, self.range = bins, range_
         n = len(probe_x)
         self.grad_samples = n if grad_samples is None else min(int(grad_samples), n)
+        self.grad_from = grad_from
         self.snapshots: list[Snapshot] = []
+        self._pending: Snapshot | None = None  # waiting for the next step's gradients
         self._scratch: dict = {}  # buffers reused by every snapshot (see _scratch)
+
+    @property
+    def pending(self) -> bool:
+        """Is a snapshot waiting for the gradient norms of the step that follows it?"""
+        return self._pending is not None
+
+    def take_step_grads(self, model) -> None:
+        """The pending snapshot's gradient norms from the backward pass training just ran (from the
+        snapshot's weights: call it after the backward pass, before clipping and the update)."""
+        if self._pending is not None:
+            self._pending.data["grad_norm"] = layer_grad_norms(model)
+            self._pending = None
+
+    def settle(self, model, x, y) -> None:
+        """A pending snapshot that no training step will follow gets its gradient norms from a
+        forward and backward pass on ``(x, y)``: a minibatch drawn as the next step would draw it."""
+        if self._pending is not None:
+            with model.running_stats_kept():
+                self._pending.data["grad_norm"] = self._gradient_pass(model, x, y)
+            self._pending = None
 
     def _gradient_pass(self, model, x, y):
         out = model.forward(x, train=True)
         self.loss.forward(out, y)
         model.backward(self.loss.backward(), input_grad=False)
-        return np.array([grad_norm([b.linear.W]) for b in model.blocks])
+        return layer_grad_norms(model)
 
     def snapshot(self, model, step: int) -> Snapshot:
         k = self.grad_samples
         with model.running_stats_kept():
-            if k >= len(self.probe_x):  # the whole probe: one forward and backward pass
+            if self.grad_from == "step":  # the histograms' forward pass only: the next step brings the gradients
+                model.forward(self.probe_x, train=True)
+                gnorm = np.full(len(model.blocks), np.nan)
+            elif k >= len(self.probe_x):  # the whole probe: one forward and backward pass
                 gnorm = self._gradient_pass(model, self.probe_x, self.probe_y)
             else:  # gradients on the sub-probe first; then the histograms' forward-only pass
                 gnorm = self._gradient_pass(model, self.probe_x[:k], self.probe_y[:k])
@@ -337,6 +384,8 @@ class Recorder:
         d["grad_norm"] = gnorm
         snap = Snapshot(step, d)
         self.snapshots.append(snap)
+        if self.grad_from == "step":
+            self._pending = snap
         return snap
 
     def arrays(self) -> dict:

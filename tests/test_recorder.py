@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import initlab
-from initlab.experiment import build
+from initlab.experiment import build, train
 from initlab.recorder import (
     FIELDS,
     Recorder,
@@ -162,6 +162,98 @@ def test_recording_with_or_without_a_sub_probe_never_changes_training():
         np.testing.assert_array_equal(r.history["train_loss"], runs[0].history["train_loss"])
         np.testing.assert_array_equal(r.history["grad_norm"], runs[0].history["grad_norm"])
     assert runs[2].config.record.grad_samples is None and runs[0].config.record.grad_samples == 100
+
+
+STEP_BASE = {"model": {"depth": 3, "width": 20, "activation": "relu", "batchnorm": True},
+             "data": {"kind": "teacher", "samples": 300, "features": 10}, "train": {"steps": 30, "batch_size": 32}}
+
+
+def test_recording_with_gradients_from_the_step_never_changes_training():
+    runs = [initlab.run({**STEP_BASE, "record": r}) for r in
+            ({"grad_from": "probe"}, {"every": 3}, {"every": 1}, {"every": 7, "grad_from": "step"})]
+    assert runs[1].config.record.grad_from == "step"  # the default
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.history["train_loss"], runs[0].history["train_loss"])
+        np.testing.assert_array_equal(r.history["grad_norm"], runs[0].history["grad_norm"])
+
+
+def _replayed_step_grad_norms(cfg, steps_before, extra_draws=0):
+    """The per-layer gradient norms of training step ``steps_before + 1`` (its minibatch, at the weights
+    after ``steps_before`` steps), by replaying the run's training by hand; ``extra_draws``: minibatches
+    drawn after that (the last snapshot's is drawn as a step after the run's last would draw it)."""
+    from initlab.experiment import _new_history, _step
+
+    cfg = initlab.load_config(cfg)
+    data, model, loss, opt, batch_rng, _ = build(cfg)
+    n, bs, hist = len(data.x_train), cfg.train.batch_size, _new_history(steps_before)
+    for i in range(steps_before):
+        idx = batch_rng.integers(0, n, size=bs)
+        assert _step(model, loss, opt, model.params(), data.x_train[idx], data.y_train[idx], cfg.train, hist, i)
+    idx = batch_rng.integers(0, n, size=bs)
+    return _layer_grad_norms(model, loss, data.x_train[idx], data.y_train[idx])
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_step_grad_norms_are_those_of_the_next_training_step_and_the_last_of_a_fresh_minibatch(batchnorm):
+    cfg = {**STEP_BASE, "model": {**STEP_BASE["model"], "batchnorm": batchnorm}, "record": {"every": 10},
+           "train": {**STEP_BASE["train"], "clip_norm": 0.5}}  # norms are taken before clipping
+    result = initlab.run(cfg)
+    assert [s.step for s in result.snapshots] == [0, 10, 20, 30]
+    for snap in result.snapshots:  # the last: the minibatch a 31st step would draw, at the final weights
+        np.testing.assert_allclose(snap.data["grad_norm"], _replayed_step_grad_norms(cfg, snap.step), rtol=1e-5,
+                                   err_msg=str(snap.step))
+    # the step's gradient is not the probe's: a different minibatch, so different norms
+    probe = initlab.run({**cfg, "record": {"every": 10, "grad_from": "probe"}})
+    for a, b in zip(result.snapshots, probe.snapshots):
+        assert not np.allclose(a.data["grad_norm"], b.data["grad_norm"], rtol=1e-3)
+        for k in FIELDS:  # everything else is the same, bit for bit
+            if k != "grad_norm":
+                np.testing.assert_array_equal(a.data[k], b.data[k], err_msg=k)
+
+
+@pytest.mark.parametrize("case", ["no steps", "diverged", "interrupted"])
+def test_a_snapshot_no_step_follows_still_gets_its_gradient_norms(case, monkeypatch):
+    cfg = {**STEP_BASE, "record": {"every": 5}}
+    if case == "no steps":
+        cfg["train"] = {"steps": 0}
+    if case == "diverged":  # randn·10 weights and lr 10: the loss overflows after a step or two
+        cfg.update(optimizer={"name": "sgd", "lr": 10}, init={"scheme": "normal", "std": 10},
+                   model={**STEP_BASE["model"], "batchnorm": False})
+
+    def stop(done):
+        if case == "interrupted" and done == 12:
+            raise KeyboardInterrupt
+
+    result = train(cfg, on_step=stop)
+    assert result.status == {"no steps": "completed", "diverged": "diverged", "interrupted": "interrupted"}[case]
+    last = result.snapshots[-1]
+    if case != "diverged":
+        assert np.all(np.isfinite(last.data["grad_norm"])) and np.all(last.data["grad_norm"] > 0)
+    if case == "interrupted":  # snapshot 10 waited for step 11, which ran: the next step's gradients
+        assert [s.step for s in result.snapshots] == [0, 5, 10]
+        np.testing.assert_allclose(last.data["grad_norm"], _replayed_step_grad_norms(cfg, 10), rtol=1e-5)
+    for snap in result.snapshots:  # nothing left pending: every snapshot has its numbers (NaN only where the
+        # gradient itself is not finite: a diverged run's last)
+        assert not np.any(np.isnan(snap.data["grad_norm"])) or not np.isfinite(result.history["train_loss"][-1])
+
+
+def test_step_grad_norms_agree_with_the_whole_probe_within_sampling_error():
+    """As the sub-probe's: the next step's minibatch (32 examples here) differs from the whole probe by
+    about the sampling error of 32-example gradients, measured on disjoint 32-example blocks."""
+    cfg = {**STEP_BASE, "model": {**STEP_BASE["model"], "batchnorm": False},
+           "data": {"kind": "teacher", "samples": 1000, "features": 10}, "record": {"every": 10}}
+    step = initlab.run(cfg)
+    full = initlab.run({**cfg, "record": {"every": 10, "grad_from": "probe", "grad_samples": None}})
+    c = initlab.load_config(cfg)
+    data, model0, loss, *_ = build(c)
+    blocks = np.array([_layer_grad_norms(model0, loss, data.x_train[j:j + 32], data.y_train[j:j + 32])
+                       for j in range(0, 992, 32)])
+    f0 = full.snapshots[0].data["grad_norm"]
+    rms = np.sqrt(np.mean((blocks - f0) ** 2, axis=0))
+    assert np.all(np.abs(step.snapshots[0].data["grad_norm"] - f0) <= 3 * rms)
+    assert np.all(rms < f0)
+    for a, b in zip(step.snapshots, full.snapshots):  # and along the run, the same size
+        assert np.all(np.abs(np.log(a.data["grad_norm"] / b.data["grad_norm"])) < np.log(3))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
