@@ -29,6 +29,7 @@ from initlab.engine.residual import STRUCTURAL
 from initlab.errors import describe
 from initlab.memory import EVAL_CHUNK, TRAIN_ACC_SAMPLES, check_memory
 from initlab.recorder import Recorder
+from initlab.recorder_process import BackgroundRecorder
 from initlab.theory.measure import init_spec, merge_prediction
 
 
@@ -145,14 +146,38 @@ def _as_config(config) -> Config:
     return config if isinstance(config, Config) else load_config(config)
 
 
+# A helper process pays for itself from this many snapshots on (it starts in a few milliseconds,
+# about one snapshot's worth); runs with fewer record in their own process.
+BACKGROUND_MIN_SNAPSHOTS = 10
+
+
+def record_in_background(cfg: Config) -> bool:
+    """Should this run's snapshots be taken by a helper process (:mod:`initlab.recorder_process`)?
+
+    ``INITLAB_RECORD_HELPER=0`` or ``1`` decides; otherwise yes when the process may run on two or
+    more cores (the run trains on one) and the run takes at least ``BACKGROUND_MIN_SNAPSHOTS``
+    snapshots. Sweep points pass False: there every core runs a point.
+    """
+    value = os.environ.get("INITLAB_RECORD_HELPER", "")
+    if value in ("0", "1"):
+        return value == "1"
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    every = cfg.record.every
+    return cores >= 2 and bool(every) and cfg.train.steps // every >= BACKGROUND_MIN_SNAPSHOTS
+
+
 def train(config, progress: bool = False, on_step: Callable[[int], None] | None = None,
-          on_start: Callable[[], None] | None = None) -> Result:
+          on_start: Callable[[], None] | None = None, *, record_helper: bool | None = None) -> Result:
     """Build and train one experiment in memory: no files, no signal handlers.
 
     ``config``: a :class:`Config`, a mapping or a YAML path. KeyboardInterrupt ends training with
     status ``interrupted`` (the steps done so far are kept); any other error gives status
     ``failed`` with ``result.error`` (its message) and ``result.exception`` (to re-raise).
     ``on_start`` is called once, just before building begins (``run`` lets signals through then).
+    ``record_helper``: take snapshots in a helper process (None: :func:`record_in_background` decides).
     """
     cfg = _as_config(config)
     check_memory(cfg)
@@ -165,7 +190,7 @@ def train(config, progress: bool = False, on_step: Callable[[int], None] | None 
             warnings.simplefilter("always")
             if on_start is not None:
                 on_start()
-            _train(cfg, result, progress, on_step)
+            _train(cfg, result, progress, on_step, record_helper)
     except KeyboardInterrupt:
         result.status = "interrupted"
     except Exception as e:  # recorded in metrics.json; the CLI exits 1
@@ -187,14 +212,15 @@ def train(config, progress: bool = False, on_step: Callable[[int], None] | None 
 
 
 def run(config, out=None, progress: bool = False, on_step: Callable[[int], None] | None = None, *,
-        run_dir=None, figures: bool = True, provenance: dict | None = None) -> Result:
+        run_dir=None, figures: bool = True, provenance: dict | None = None,
+        record_helper: bool | None = None) -> Result:
     """Run one experiment: :func:`train`, then (with ``out`` or ``run_dir``) write its run directory.
 
     ``out``: an output root; the run directory ``<out>/<name>/<timestamp>/`` is created.
     ``run_dir``: an existing or new folder to write into (how sweep workers write their points).
     ``result.run_dir`` names it. ``figures=False`` skips the PNGs (``initlab plot`` draws them later).
     ``provenance``: what :func:`initlab.provenance.collect` gathered (the CLI passes its command
-    line); with ``out`` and no provenance, one is collected here.
+    line); with ``out`` and no provenance, one is collected here. ``record_helper``: as :func:`train`'s.
     """
     from initlab.output.rundir import RunWriter
     from initlab.output.signals import SignalGuard
@@ -215,7 +241,7 @@ def run(config, out=None, progress: bool = False, on_step: Callable[[int], None]
                 provenance = collect(config_path=config if isinstance(config, (str, os.PathLike)) else None)
             writer = RunWriter.create(out, cfg, provenance)
         try:
-            result = train(cfg, progress, on_step, on_start=guard.arm)
+            result = train(cfg, progress, on_step, on_start=guard.arm, record_helper=record_helper)
         finally:
             guard.disarm()
         if writer is not None:
@@ -242,7 +268,7 @@ class StoppedAfterSaving(KeyboardInterrupt):
         self.result = result
 
 
-def _train(cfg: Config, result: Result, progress: bool, on_step) -> None:
+def _train(cfg: Config, result: Result, progress: bool, on_step, helper: bool | None = None) -> None:
     timing = result.metrics.setdefault("timing", {"train_s": 0.0, "record_s": 0.0})
     # build_s (data, model, init), and the parts of record_s: analysis_s (theory and Jacobian at
     # init) and eval_s (evaluation), so that benchmarks see where a short run's time goes
@@ -254,68 +280,72 @@ def _train(cfg: Config, result: Result, progress: bool, on_step) -> None:
     result.metrics.update(extra)
     n = len(data.x_train)
     probe = slice(0, min(cfg.record.samples, n))
-    rec = Recorder(data.x_train[probe], data.y_train[probe], loss, cfg.record.bins, cfg.record.range,
-                   grad_samples=cfg.record.grad_samples, grad_from=cfg.record.grad_from)
-    result.snapshots = rec.snapshots
-    t = time.perf_counter()
-    _analyse(cfg, model, data.x_train[probe], result)
-    timing["analysis_s"] = time.perf_counter() - t
-    rec.snapshot(model, 0)
-    timing["record_s"] += time.perf_counter() - t
-    steps, bs = cfg.train.steps, cfg.train.batch_size
-    hist = _new_history(steps)
-    result.history = hist
-    result.metrics["steps_done"] = 0
-    params = model.params()
-    every, eval_every = cfg.record.every, cfg.train.eval_every
-    train_acc_x = data.x_train[:TRAIN_ACC_SAMPLES]
-    train_acc_y = data.y_train[:TRAIN_ACC_SAMPLES]
-    bar = _progress_bar(steps, cfg.name) if progress and steps else None
-    done = 0
-
-    def settle():  # a pending snapshot no step follows: the gradient of a minibatch drawn as the next step's
-        if rec.pending:
-            t = time.perf_counter()
-            idx = batch_rng.integers(0, n, size=bs)
-            rec.settle(model, data.x_train[idx], data.y_train[idx])
-            timing["record_s"] += time.perf_counter() - t
-
-    try:
-        for i in range(steps):
-            t = time.perf_counter()
-            idx = batch_rng.integers(0, n, size=bs)  # with replacement, as the textbook's np.random.choice
-            if not _step(model, loss, opt, params, data.x_train[idx], data.y_train[idx], cfg.train, hist, i, rec):
-                result.status = "diverged"
-                break
-            done = i + 1
-            timing["train_s"] += time.perf_counter() - t
-            t = time.perf_counter()
-            if done % eval_every == 0 or done == steps:
-                _evaluate_into(hist, i, model, loss, data, train_acc_x, train_acc_y)
-                timing["eval_s"] += time.perf_counter() - t
-            if every and done % every == 0 and done != steps:
-                rec.snapshot(model, done)
-            timing["record_s"] += time.perf_counter() - t
-            if bar is not None:
-                bar.update(1)
-            if on_step is not None:
-                on_step(done)
-    except KeyboardInterrupt:
-        settle()  # the snapshots kept are complete
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        result.metrics["steps_done"] = done
-        # History up to the last finite step; metrics say which step broke.
-        if result.status == "diverged":
-            result.metrics["diverged_at_step"] = done + 1
-        result.history = _cut(hist, done)
-    if steps and result.status != "diverged":
+    recorder = BackgroundRecorder if (record_in_background(cfg) if helper is None else helper) else Recorder
+    with recorder(data.x_train[probe], data.y_train[probe], loss, cfg.record.bins, cfg.record.range,
+                  grad_samples=cfg.record.grad_samples, grad_from=cfg.record.grad_from) as rec:
+        result.snapshots = rec.snapshots
         t = time.perf_counter()
-        rec.snapshot(model, done)
+        _analyse(cfg, model, data.x_train[probe], result)
+        timing["analysis_s"] = time.perf_counter() - t
+        rec.snapshot(model, 0)
         timing["record_s"] += time.perf_counter() - t
-    settle()
+        steps, bs = cfg.train.steps, cfg.train.batch_size
+        hist = _new_history(steps)
+        result.history = hist
+        result.metrics["steps_done"] = 0
+        params = model.params()
+        every, eval_every = cfg.record.every, cfg.train.eval_every
+        train_acc_x = data.x_train[:TRAIN_ACC_SAMPLES]
+        train_acc_y = data.y_train[:TRAIN_ACC_SAMPLES]
+        bar = _progress_bar(steps, cfg.name) if progress and steps else None
+        done = 0
+
+        def settle():  # a pending snapshot no step follows: the gradient of a minibatch drawn as the next step's
+            if rec.pending:
+                t = time.perf_counter()
+                idx = batch_rng.integers(0, n, size=bs)
+                rec.settle(model, data.x_train[idx], data.y_train[idx])
+                timing["record_s"] += time.perf_counter() - t
+
+        try:
+            for i in range(steps):
+                t = time.perf_counter()
+                idx = batch_rng.integers(0, n, size=bs)  # with replacement, as the textbook's np.random.choice
+                if not _step(model, loss, opt, params, data.x_train[idx], data.y_train[idx], cfg.train, hist, i, rec):
+                    result.status = "diverged"
+                    break
+                done = i + 1
+                timing["train_s"] += time.perf_counter() - t
+                t = time.perf_counter()
+                if done % eval_every == 0 or done == steps:
+                    _evaluate_into(hist, i, model, loss, data, train_acc_x, train_acc_y)
+                    timing["eval_s"] += time.perf_counter() - t
+                if every and done % every == 0 and done != steps:
+                    rec.snapshot(model, done)
+                timing["record_s"] += time.perf_counter() - t
+                if bar is not None:
+                    bar.update(1)
+                if on_step is not None:
+                    on_step(done)
+        except KeyboardInterrupt:
+            settle()  # the snapshots kept are complete
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            result.metrics["steps_done"] = done
+            # History up to the last finite step; metrics say which step broke.
+            if result.status == "diverged":
+                result.metrics["diverged_at_step"] = done + 1
+            result.history = _cut(hist, done)
+        if steps and result.status != "diverged":
+            t = time.perf_counter()
+            rec.snapshot(model, done)
+            timing["record_s"] += time.perf_counter() - t
+        settle()
+        t = time.perf_counter()
+        rec.close()  # a helper process's last snapshots arrive
+        timing["record_s"] += time.perf_counter() - t
 
 
 def _step(model, loss, opt, params, xb, yb, train_cfg, hist, i, rec=None) -> bool:

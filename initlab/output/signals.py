@@ -1,8 +1,21 @@
-"""A signal guard, so that Ctrl-C never cuts a write in half."""
+"""A signal guard, so that Ctrl-C never cuts a write in half; and helper processes that die with their parent."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux's PR_SET_PDEATHSIG; elsewhere nothing):
+    a worker or helper must never outlive the run that started it."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 class SignalGuard:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Callable, Optional
 
 from initlab.errors import InitlabError
 from initlab.output.readers import read_metrics
+from initlab.output.signals import die_with_parent
 from initlab.sweeps.point import hostname, run_point, saved_outcome
 
 WORKERS_PER_CORE = 4  # the cap on local --workers: this many per core (see runner.sweep)
@@ -33,18 +33,8 @@ def _worker_signal(signum, frame):
         raise KeyboardInterrupt
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-
 def _worker_main(conn, parent_pid: int) -> None:
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         return
     signal.signal(signal.SIGINT, _worker_signal)

@@ -27,9 +27,9 @@ def run_point(task: dict) -> dict:
             from threadpoolctl import threadpool_limits
 
             with threadpool_limits(1):
-                result = run(cfg, run_dir=task["run_dir"], figures=figures)
-        else:
-            result = run(cfg, run_dir=task["run_dir"], figures=figures)
+                result = run(cfg, run_dir=task["run_dir"], figures=figures, record_helper=False)
+        else:  # every core runs a point: no helper process for the snapshots
+            result = run(cfg, run_dir=task["run_dir"], figures=figures, record_helper=False)
         steps = result.metrics.get("steps_done", 0)
         outcome.update(status=result.status, error=result.error, steps_done=steps)
         if result.status == "diverged":
