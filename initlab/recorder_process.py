@@ -30,6 +30,9 @@ from initlab.output.signals import die_with_parent
 from initlab.recorder import Recorder, Snapshot
 
 SLOTS = 8  # snapshots in flight at most (weights in shared memory: SLOTS × the model's parameters)
+# A helper that answers nothing for this long is taken for stuck (stopped, say) and abandoned; a
+# snapshot takes milliseconds, or seconds for the largest nets initlab accepts.
+HELPER_TIMEOUT_S = 120.0
 
 
 class BackgroundRecorder(Recorder):
@@ -37,6 +40,11 @@ class BackgroundRecorder(Recorder):
 
     ``snapshot`` returns a :class:`Snapshot` whose fields arrive later; ``collect`` merges what has
     arrived, ``close`` waits for the rest and stops the helper. Read snapshots after ``close``.
+
+    A signal (KeyboardInterrupt) can land anywhere in this code: one that interrupts a message to or
+    from the helper leaves the pipe unusable, so the helper is killed and what it held is measured
+    here at :meth:`close`, from the slots. ``_waiting`` (slot → snapshot, in the order sent) is the
+    only record of what is in flight, and a slot leaves it only once its fields are in place.
     """
 
     def __init__(self, *args, **kwargs):
@@ -46,43 +54,42 @@ class BackgroundRecorder(Recorder):
         self._ring = None  # (SLOTS, n_params) weights in shared memory
         self._conn = None
         self._pid = None
-        self._free = list(range(SLOTS))
-        self._waiting: dict[int, Snapshot] = {}  # slot → its snapshot, until the helper's fields arrive
-        self._order: list[int] = []  # slots in the order they were sent
+        self._waiting: dict[int, Snapshot] = {}
 
     # -- in the run's process ------------------------------------------------------------------
 
     def snapshot(self, model, step: int) -> Snapshot:
         if self._model is None:
             self._start(model)
-        if self._conn is None:  # no helper: measured here, as a plain Recorder would
-            return super().snapshot(model, step)
         self.collect()
-        if not self._free:
-            self._receive(self._order[0])  # every slot in flight: wait for the oldest
-        slot = self._free.pop()
+        while self._conn is not None and len(self._waiting) == SLOTS:
+            self._receive_one()  # every slot in flight: wait for the oldest
+        if self._conn is None:  # no helper (or no longer): measured here, as a plain Recorder would
+            return super().snapshot(model, step)
+        slot = next(i for i in range(SLOTS) if i not in self._waiting)
         self._pack(slot)
         snap = self._keep(Snapshot(step, {"grad_norm": np.full(len(model.blocks), np.nan)}))
         self._waiting[slot] = snap
-        self._order.append(slot)
         try:
             self._conn.send((slot, step))
-        except OSError:  # the helper is gone: this one and any others are measured here
-            self._fail()
+        except OSError:  # the helper is gone: what it held is measured here
+            self._abandon()
+        except BaseException:
+            self._abandon()
+            raise
         return snap
 
     def collect(self) -> None:
         """Merge every result that has arrived, without waiting."""
-        try:
-            while self._conn is not None and self._order and self._conn.poll():
-                self._merge(*self._conn.recv())
-        except (EOFError, OSError):
-            self._fail()
+        while self._conn is not None and self._waiting and self._poll(0):
+            self._receive_one()
 
     def close(self) -> None:
-        """Wait for every snapshot in flight, then stop the helper."""
-        while self._order:
-            self._receive(self._order[0])
+        """Wait for every snapshot in flight (measuring here what a dead helper held), then stop the helper."""
+        while self._conn is not None and self._waiting:
+            self._receive_one()
+        if self._waiting:
+            self._measure_here()
         if self._conn is not None:
             try:
                 self._conn.send(None)
@@ -90,12 +97,7 @@ class BackgroundRecorder(Recorder):
                 pass
             self._conn.close()
             self._conn = None
-        if self._pid is not None:
-            try:
-                os.waitpid(self._pid, 0)
-            except ChildProcessError:
-                pass
-            self._pid = None
+        self._reap()
 
     def _start(self, model) -> None:
         import mmap
@@ -129,20 +131,31 @@ class BackgroundRecorder(Recorder):
             row[off:off + n] = p.data.reshape(-1)
             off += n
 
-    def _receive(self, slot: int) -> None:
-        """Block until ``slot``'s fields have arrived (merging others that come first)."""
+    def _poll(self, timeout: float) -> bool:
         try:
-            while slot in self._waiting and self._conn is not None:
-                self._merge(*self._conn.recv())
+            return self._conn.poll(timeout)
         except (EOFError, OSError):
-            self._fail()
+            return True  # recv will say what happened
 
-    def _merge(self, slot: int, step: int, data: dict) -> None:
-        snap = self._waiting.pop(slot)
-        assert snap.step == step, (snap.step, step)
+    def _receive_one(self) -> None:
+        """Merge the helper's next result; a helper that died, or answers nothing for ``HELPER_TIMEOUT_S``, is abandoned."""
+        try:
+            if not self._poll(HELPER_TIMEOUT_S):
+                self._abandon()
+                return
+            slot, step, data = self._conn.recv()
+        except (EOFError, OSError):
+            self._abandon()
+            return
+        except BaseException:
+            self._abandon()
+            raise
+        snap = self._waiting[slot]
+        if snap.step != step:  # not ours: the pipe is out of step, trust nothing in flight
+            self._abandon()
+            return
         self._settle_fields(snap, data)
-        self._order.remove(slot)
-        self._free.append(slot)
+        del self._waiting[slot]
 
     def _settle_fields(self, snap: Snapshot, data: dict) -> None:
         """The measured fields; the gradient norms stay the run's when they come from its steps."""
@@ -150,24 +163,34 @@ class BackgroundRecorder(Recorder):
             data = {k: v for k, v in data.items() if k != "grad_norm"}
         snap.data.update(data)
 
-    def _fail(self) -> None:
-        """The helper is gone: measure what it held here, from its slots, then restore the model's weights."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    def _abandon(self) -> None:
+        """Stop using the helper: kill it; what it held is measured here (:meth:`close`)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
         if self._pid is not None:
             try:
-                os.waitpid(self._pid, 0)
+                os.kill(self._pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._reap()
+
+    def _reap(self) -> None:
+        pid, self._pid = self._pid, None
+        if pid is not None:
+            try:
+                os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-            self._pid = None
-        if not self._order:
-            return
+
+    def _measure_here(self) -> None:
+        """Measure the snapshots still in flight from their slots, then put the model's weights back."""
         now = [p.data.copy() for p in self._params]
         try:
-            for slot in list(self._order):
+            for slot, snap in list(self._waiting.items()):
                 _unpack(self._params, self._ring[slot])
-                self._merge(slot, self._waiting[slot].step, self.measure(self._model))
+                self._settle_fields(snap, self.measure(self._model))
+                del self._waiting[slot]
         finally:
             for p, saved in zip(self._params, now):
                 p.data[...] = saved
