@@ -191,7 +191,7 @@ def test_a_failed_run_prints_its_metrics_once(runner, monkeypatch):
     """The run's own object (status failed, exit_code 1), not a second error object after it."""
     import initlab.experiment
 
-    def broken(cfg, result, progress, on_step):
+    def broken(*args):
         raise RuntimeError("the engine broke")
 
     monkeypatch.setattr(initlab.experiment, "_train", broken)
