@@ -146,17 +146,20 @@ def _as_config(config) -> Config:
     return config if isinstance(config, Config) else load_config(config)
 
 
-# A helper process pays for itself from this many snapshots on (it starts in a few milliseconds,
-# about one snapshot's worth); runs with fewer record in their own process.
-BACKGROUND_MIN_SNAPSHOTS = 10
+# A helper process pays for itself when the snapshots it takes over are worth more than starting it
+# (a fork: milliseconds, more for a process holding MNIST): at least this many multiply-adds of the
+# probe's forward passes over the run, plus 50 per hidden value for the histograms and moments. The
+# 784-100×5-10 MLP with a 1,000-input probe every 100 steps for 3,000 steps is 4e9; a test's tiny
+# nets stay in their own process.
+BACKGROUND_MIN_WORK = 1e9
 
 
 def record_in_background(cfg: Config) -> bool:
     """Should this run's snapshots be taken by a helper process (:mod:`initlab.recorder_process`)?
 
     ``INITLAB_RECORD_HELPER=0`` or ``1`` decides; otherwise yes when the process may run on two or
-    more cores (the run trains on one) and the run takes at least ``BACKGROUND_MIN_SNAPSHOTS``
-    snapshots. Sweep points pass False: there every core runs a point.
+    more cores (the run trains on one) and the snapshots are worth it (``BACKGROUND_MIN_WORK``).
+    Sweep points pass False: there every core runs a point.
     """
     value = os.environ.get("INITLAB_RECORD_HELPER", "")
     if value in ("0", "1"):
@@ -166,7 +169,13 @@ def record_in_background(cfg: Config) -> bool:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     every = cfg.record.every
-    return cores >= 2 and bool(every) and cfg.train.steps // every >= BACKGROUND_MIN_SNAPSHOTS
+    if cores < 2 or not every:
+        return False
+    widths = cfg.model.widths
+    sizes = [cfg.data.features, *widths, 10]
+    per_input = sum(a * b for a, b in zip(sizes, sizes[1:])) + 50 * sum(widths)
+    probe = min(cfg.record.samples, cfg.data.samples or 60_000)
+    return cfg.train.steps // every * probe * per_input >= BACKGROUND_MIN_WORK
 
 
 def train(config, progress: bool = False, on_step: Callable[[int], None] | None = None,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import initlab
-from initlab.experiment import BACKGROUND_MIN_SNAPSHOTS, build, record_in_background, train
+from initlab.experiment import build, record_in_background, train
 from initlab.output.files import read_json
 from initlab.recorder import FIELDS, Recorder
 from initlab.recorder_process import SLOTS, BackgroundRecorder
@@ -102,12 +102,17 @@ def test_a_helper_that_dies_loses_no_snapshot_and_leaves_the_weights_alone():
 
 
 def test_which_runs_get_a_helper(monkeypatch):
-    many = initlab.load_config({**BASE, "record": {"every": 1}, "train": {"steps": BACKGROUND_MIN_SNAPSHOTS}})
-    few = initlab.load_config({**BASE, "record": {"every": 2}, "train": {"steps": 2 * BACKGROUND_MIN_SNAPSHOTS - 1}})
-    none = initlab.load_config({**BASE, "record": {"every": None}, "train": {"steps": 10_000}})
+    """Runs whose snapshots are worth more than starting a process (the benchmark's), on two or more cores."""
+    big = {"data": {"kind": "teacher", "samples": 2000, "features": 784},
+           "model": {"depth": 5, "width": 100, "activation": "relu"}, "train": {"steps": 3000},
+           "record": {"every": 100, "samples": 1000}}
+    many = initlab.load_config(big)
+    few = initlab.load_config({**big, "record": {"every": 1000, "samples": 1000}})  # 3 snapshots
+    small = initlab.load_config(BASE)  # 20 snapshots of a 12-24-24-24 net: microseconds each
+    none = initlab.load_config({**big, "record": {"every": None}})
     monkeypatch.delenv("INITLAB_RECORD_HELPER", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert [record_in_background(c) for c in (many, few, none)] == [True, False, False]
+    assert [record_in_background(c) for c in (many, few, small, none)] == [True, False, False, False]
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)  # one core: nowhere to go
     assert not record_in_background(many)
     monkeypatch.setenv("INITLAB_RECORD_HELPER", "1")
