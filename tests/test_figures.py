@@ -291,3 +291,21 @@ def test_bn_eps_reaches_batchnorm():
 
     model = build(initlab.load_config({"model": {"batchnorm": True, "depth": 2, "width": 4, "bn_eps": 1e-6}}))[1]
     assert {b.norm.eps for b in model.blocks} == {1e-6}
+
+
+def test_the_gradient_panel_says_what_the_norms_were_measured_on(tmp_path):
+    from initlab.plots.common import grad_norm_source
+
+    assert grad_norm_source({"record": {"grad_from": "step"}, "train": {"batch_size": 128}}) == \
+        "a training minibatch of 128"
+    assert grad_norm_source({"record": {"grad_from": "probe", "grad_samples": 100, "samples": 1000}}) == \
+        "the first 100 probe inputs"
+    assert grad_norm_source({"record": {"grad_from": "probe", "grad_samples": None, "samples": 1000}}) == "the probe batch"
+    # a config saved before grad_from existed (every key listed, this one absent): 0.2's probe inputs
+    assert grad_norm_source({"record": {"grad_samples": 100, "samples": 1000}}) == "the first 100 probe inputs"
+    result = initlab.run({"data": {"kind": "teacher", "samples": 200, "features": 8}, "train": {"steps": 5}},
+                         out=str(tmp_path))
+    from initlab.plots.run import gradients_figure
+
+    fig = gradients_figure(result.run_dir)
+    assert fig.axes[0].get_ylabel() == "‖∂loss/∂W‖ on a training minibatch of 100"

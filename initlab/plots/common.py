@@ -34,6 +34,16 @@ def wrap(text: str, width_in: float, fontsize: float) -> str:
     return "\n".join(textwrap.fill(line, per_line) if line else line for line in text.split("\n"))
 
 
+def grad_norm_source(cfg: dict) -> str:
+    """What the recorded ``grad_norm`` was measured on (``cfg``: a run's config as a mapping; see record.grad_from).
+    A saved config lists every key, so one without ``grad_from`` was written before it existed: the probe's."""
+    record, train = cfg.get("record", {}), cfg.get("train", {})
+    if record.get("grad_from", "probe") == "step":
+        return f"a training minibatch of {train.get('batch_size', 100)}"
+    k = record.get("grad_samples")
+    return "the probe batch" if k is None or k >= record.get("samples", 1000) else f"the first {k} probe inputs"
+
+
 def suptitle(fig, text: str, fontsize: float = 10):
     """The figure's title, wrapped to its width instead of running off both sides."""
     return fig.suptitle(wrap(text, fig.get_figwidth() * 0.96, fontsize), fontsize=fontsize)

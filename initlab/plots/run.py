@@ -18,6 +18,7 @@ from initlab.plots.common import (
     clips_zero_spike,
     draw_histogram_row,
     figure,
+    grad_norm_source,
     own_ranges,
     panel_grid,
     predicted,
@@ -172,7 +173,7 @@ def gradients_figure(run_dir, cfg=None, metrics=None):
     else:
         ax.set_yticks([])
     ax.set_xlabel("hidden layer")
-    ax.set_ylabel("‖∂loss/∂W‖ on the probe batch")
+    ax.set_ylabel(f"‖∂loss/∂W‖ on {grad_norm_source(cfg)}", fontsize=8)
     ax.set_title("weight-gradient norm per layer")
     ax.set_xticks(layers if len(layers) <= 12 else [i + 1 for i in shown_layers(len(layers))])
     ax.legend(fontsize=8)

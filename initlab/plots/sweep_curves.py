@@ -11,7 +11,15 @@ from typing import Optional
 
 import numpy as np
 
-from initlab.plots.common import figure, shown_layers, smooth, smoothing_window, suptitle, tidy_log_axis
+from initlab.plots.common import (
+    figure,
+    grad_norm_source,
+    shown_layers,
+    smooth,
+    smoothing_window,
+    suptitle,
+    tidy_log_axis,
+)
 
 COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
 
@@ -99,7 +107,9 @@ def overlay(points, title, axes=None):
             _side_curves(ax_side, p, colors[p.index], classification)
     _side_labels(ax_side, points, classification)
     _per_layer(ax_std, points, colors, "act_std", "activation std at initialization, per hidden layer", "std of the layer's output")
-    _per_layer(ax_grad, points, colors, "grad_norm", "weight-gradient norm at initialization, per hidden layer", "‖∂loss/∂W‖ (probe batch)")
+    sources = {grad_norm_source(p.cfg) for p in points}
+    _per_layer(ax_grad, points, colors, "grad_norm", "weight-gradient norm at initialization, per hidden layer",
+               f"‖∂loss/∂W‖ on {sources.pop()}" if len(sources) == 1 else "‖∂loss/∂W‖ (see record.grad_from)")
     lines = suptitle(fig, title, 11).get_text().count("\n") + 1
     fig.subplots_adjust(left=0.07, right=0.985, top=0.95 - 0.03 * lines, bottom=0.07, wspace=0.22, hspace=0.32)
     return fig
