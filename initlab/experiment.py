@@ -29,7 +29,7 @@ from initlab.engine.residual import STRUCTURAL
 from initlab.errors import describe
 from initlab.memory import EVAL_CHUNK, TRAIN_ACC_SAMPLES, check_memory
 from initlab.recorder import Recorder
-from initlab.recorder_process import BackgroundRecorder
+from initlab.recorder_process import BackgroundRecorder, worth_a_helper
 from initlab.theory.measure import init_spec, merge_prediction
 
 
@@ -146,38 +146,6 @@ def _as_config(config) -> Config:
     return config if isinstance(config, Config) else load_config(config)
 
 
-# A helper process pays for itself when the snapshots it takes over are worth more than starting it
-# (a fork: milliseconds, more for a process holding MNIST): at least this many multiply-adds of the
-# probe's forward passes over the run, plus 50 per hidden value for the histograms and moments. The
-# 784-100×5-10 MLP with a 1,000-input probe every 100 steps for 3,000 steps is 4e9; a test's tiny
-# nets stay in their own process.
-BACKGROUND_MIN_WORK = 1e9
-
-
-def record_in_background(cfg: Config) -> bool:
-    """Should this run's snapshots be taken by a helper process (:mod:`initlab.recorder_process`)?
-
-    ``INITLAB_RECORD_HELPER=0`` or ``1`` decides; otherwise yes when the process may run on two or
-    more cores (the run trains on one) and the snapshots are worth it (``BACKGROUND_MIN_WORK``).
-    Sweep points pass False: there every core runs a point.
-    """
-    value = os.environ.get("INITLAB_RECORD_HELPER", "")
-    if value in ("0", "1"):
-        return value == "1"
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    every = cfg.record.every
-    if cores < 2 or not every:
-        return False
-    widths = cfg.model.widths
-    sizes = [cfg.data.features, *widths, 10]
-    per_input = sum(a * b for a, b in zip(sizes, sizes[1:])) + 50 * sum(widths)
-    probe = min(cfg.record.samples, cfg.data.samples or 60_000)
-    return cfg.train.steps // every * probe * per_input >= BACKGROUND_MIN_WORK
-
-
 def train(config, progress: bool = False, on_step: Callable[[int], None] | None = None,
           on_start: Callable[[], None] | None = None, *, record_helper: bool | None = None) -> Result:
     """Build and train one experiment in memory: no files, no signal handlers.
@@ -186,7 +154,7 @@ def train(config, progress: bool = False, on_step: Callable[[int], None] | None 
     status ``interrupted`` (the steps done so far are kept); any other error gives status
     ``failed`` with ``result.error`` (its message) and ``result.exception`` (to re-raise).
     ``on_start`` is called once, just before building begins (``run`` lets signals through then).
-    ``record_helper``: take snapshots in a helper process (None: :func:`record_in_background` decides).
+    ``record_helper``: take snapshots in a helper process (None: ``recorder_process.worth_a_helper`` decides).
     """
     cfg = _as_config(config)
     check_memory(cfg)
@@ -289,7 +257,7 @@ def _train(cfg: Config, result: Result, progress: bool, on_step, helper: bool | 
     result.metrics.update(extra)
     n = len(data.x_train)
     probe = slice(0, min(cfg.record.samples, n))
-    recorder = BackgroundRecorder if (record_in_background(cfg) if helper is None else helper) else Recorder
+    recorder = BackgroundRecorder if (worth_a_helper(cfg) if helper is None else helper) else Recorder
     with recorder(data.x_train[probe], data.y_train[probe], loss, cfg.record.bins, cfg.record.range,
                   grad_samples=cfg.record.grad_samples, grad_from=cfg.record.grad_from) as rec:
         result.snapshots = rec.snapshots

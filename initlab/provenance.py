@@ -37,6 +37,14 @@ def git_dirty(cwd=None) -> bool | None:
     return bool(out.stdout.strip()) if out.returncode == 0 else None
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one, else the CPU count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def blas() -> list[dict]:
     """The BLAS libraries NumPy loaded and their thread counts (threadpoolctl), outside any run's limit."""
     try:

@@ -27,12 +27,38 @@ import signal
 import numpy as np
 
 from initlab.output.signals import die_with_parent
+from initlab.provenance import usable_cores
 from initlab.recorder import Recorder, Snapshot
 
 SLOTS = 8  # snapshots in flight at most (weights in shared memory: SLOTS × the model's parameters)
 # A helper that answers nothing for this long is taken for stuck (stopped, say) and abandoned; a
 # snapshot takes milliseconds, or seconds for the largest nets initlab accepts.
 HELPER_TIMEOUT_S = 120.0
+# A helper pays for itself when the snapshots it takes over are worth more than starting it (a fork:
+# milliseconds, more for a process holding MNIST): at least this many multiply-adds of the probe's
+# forward passes over the run, plus 50 per hidden value for the histograms and moments. The
+# 784-100×5-10 MLP with a 1,000-input probe every 100 steps for 3,000 steps is 4e9; a test's tiny
+# nets stay in their own process.
+BACKGROUND_MIN_WORK = 1e9
+
+
+def worth_a_helper(cfg) -> bool:
+    """Should a run of ``cfg`` (a :class:`initlab.config.Config`) take its snapshots in a helper process?
+
+    ``INITLAB_RECORD_HELPER=0`` or ``1`` decides; otherwise yes when the process may run on two or
+    more cores (the run trains on one) and the snapshots are worth it (``BACKGROUND_MIN_WORK``).
+    Sweep points never ask: there every core runs a point.
+    """
+    value = os.environ.get("INITLAB_RECORD_HELPER", "")
+    if value in ("0", "1"):
+        return value == "1"
+    every = cfg.record.every
+    if not every or usable_cores() < 2:
+        return False
+    sizes = [cfg.data.features, *cfg.model.widths, 10]  # 10 outputs: close enough for an estimate
+    per_input = sum(a * b for a, b in zip(sizes, sizes[1:])) + 50 * sum(cfg.model.widths)
+    probe = min(cfg.record.samples, cfg.data.samples or 60_000)
+    return cfg.train.steps // every * probe * per_input >= BACKGROUND_MIN_WORK
 
 
 class BackgroundRecorder(Recorder):
@@ -154,10 +180,10 @@ class BackgroundRecorder(Recorder):
         if snap.step != step:  # not ours: the pipe is out of step, trust nothing in flight
             self._abandon()
             return
-        self._settle_fields(snap, data)
+        self._fill(snap, data)
         del self._waiting[slot]
 
-    def _settle_fields(self, snap: Snapshot, data: dict) -> None:
+    def _fill(self, snap: Snapshot, data: dict) -> None:
         """The measured fields; the gradient norms stay the run's when they come from its steps."""
         if self.grad_from == "step":
             data = {k: v for k, v in data.items() if k != "grad_norm"}
@@ -189,7 +215,7 @@ class BackgroundRecorder(Recorder):
         try:
             for slot, snap in list(self._waiting.items()):
                 _unpack(self._params, self._ring[slot])
-                self._settle_fields(snap, self.measure(self._model))
+                self._fill(snap, self.measure(self._model))
                 del self._waiting[slot]
         finally:
             for p, saved in zip(self._params, now):

@@ -5,17 +5,8 @@ import pytest
 
 import initlab
 from initlab.experiment import build, train
-from initlab.recorder import (
-    FIELDS,
-    Recorder,
-    _bin_counts,
-    _fit_range,
-    _histograms,
-    _limits,
-    _moments,
-    _summaries,
-    _summary,
-)
+from initlab.layer_stats import bin_counts, fit_range, histograms, limits, moments, summaries, summary
+from initlab.recorder import FIELDS, Recorder
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -25,9 +16,9 @@ def test_bin_counts_match_numpy_histogram(dtype, kind):
     a = {"normal": rng.standard_normal((500, 40)), "uniform": rng.random((500, 40)),
          "relu": np.maximum(rng.standard_normal((500, 40)), 0),
          "constant-ish": 0.5 + 1e-4 * rng.standard_normal((500, 40))}[kind].astype(dtype)
-    lo, hi = _fit_range([a])
-    for mine, ref in ((_bin_counts(a, 30, lo, hi, inside=True), np.histogram(a, 30, (lo, hi))[0]),
-                      (_bin_counts(a, 30, 0.0, 1.0), np.histogram(a, 30, (0.0, 1.0))[0])):
+    lo, hi = fit_range([a])
+    for mine, ref in ((bin_counts(a, 30, lo, hi, inside=True), np.histogram(a, 30, (lo, hi))[0]),
+                      (bin_counts(a, 30, 0.0, 1.0), np.histogram(a, 30, (0.0, 1.0))[0])):
         assert mine.sum() == ref.sum()
         if kind != "constant-ish":
             np.testing.assert_array_equal(mine, ref)
@@ -37,13 +28,13 @@ def test_bin_counts_match_numpy_histogram(dtype, kind):
 
 def test_values_outside_a_given_range_and_nan_are_left_out():
     a = np.array([-1.0, 0.0, 0.5, 1.0, 2.0, np.nan], dtype=np.float32)
-    counts = _bin_counts(a, 2, 0.0, 1.0)
+    counts = bin_counts(a, 2, 0.0, 1.0)
     assert counts.tolist() == [1, 2]  # 0.0 | 0.5 and 1.0 (the right edge belongs to the last bin)
 
 
 def test_histograms_share_one_range_across_layers():
     a, b = np.linspace(0, 1, 100).reshape(10, 10), np.linspace(0, 4, 100).reshape(10, 10)
-    counts, edges = _histograms([a, b], 8, None)
+    counts, edges = histograms([a, b], 8, None)
     np.testing.assert_array_equal(edges[0], edges[1])
     assert edges[0][0] == 0 and edges[0][-1] == 4 and counts.sum() == 200
 
@@ -52,7 +43,7 @@ def test_histograms_share_one_range_across_layers():
 def test_moments_match_numpy(dtype):
     rng = np.random.default_rng(2)
     arrays = [(0.5 + 0.01 * rng.standard_normal((300, 50))).astype(dtype), rng.standard_normal((300, 50)).astype(dtype)]
-    mean, std = _moments(arrays)
+    mean, std = moments(arrays)
     for a, m, s in zip(arrays, mean, std):
         assert m == pytest.approx(a.mean(dtype=np.float64), rel=1e-12, abs=1e-15)
         assert s == pytest.approx(a.std(dtype=np.float64), rel=1e-6)
@@ -63,11 +54,11 @@ def test_moments_match_numpy(dtype):
 def test_grouped_counting_matches_numpy_for_every_group_size(bins, size):
     # bins ≤ 33 count triples, ≤ 999 pairs, more one value at a time; sizes leave remainders
     a = np.random.default_rng(bins * size).standard_normal(size).astype(np.float32)
-    lo, hi = _fit_range([a])
-    mine = _bin_counts(a, bins, lo, hi, inside=True)
+    lo, hi = fit_range([a])
+    mine = bin_counts(a, bins, lo, hi, inside=True)
     assert mine.sum() == size and len(mine) == bins
     np.testing.assert_array_equal(mine, np.histogram(a, bins, (lo, hi))[0])
-    np.testing.assert_array_equal(_bin_counts(a, bins, -1.0, 1.0), np.histogram(a, bins, (-1.0, 1.0))[0])
+    np.testing.assert_array_equal(bin_counts(a, bins, -1.0, 1.0), np.histogram(a, bins, (-1.0, 1.0))[0])
 
 
 def _reference_summary(a):
@@ -83,7 +74,7 @@ def test_summary_matches_numpy(dtype, kind):
     a = {"normal": z, "relu": np.maximum(z, 0), "offset": 1e3 + 0.01 * z,
          "first-outlier": np.column_stack([np.full(300, 50.0), 1 + 0.01 * z[:, 1:]]),
          "equal-units": np.repeat(z[:, :1], 50, axis=1), "one-unit": z[:, :1]}[kind].astype(dtype)
-    mean, std, spread = _summary(a)
+    mean, std, spread = summary(a)
     m, s, u = _reference_summary(a)
     tol = 1e-6 if dtype == np.float32 else 1e-12
     assert mean == pytest.approx(m, rel=tol, abs=tol * s)
@@ -98,7 +89,7 @@ def test_summary_of_nonfinite_or_huge_values_is_numpys(value):
     a = np.random.default_rng(4).standard_normal((20, 10)).astype(np.float32)
     a[3, 4] = value
     with np.errstate(all="ignore"):
-        mean, std, spread = _summary(a)
+        mean, std, spread = summary(a)
         m, s, u = _reference_summary(a)
     np.testing.assert_allclose([mean, std, spread], [m, s, u], rtol=1e-6)
 
@@ -177,10 +168,10 @@ def test_recording_with_gradients_from_the_step_never_changes_training():
         np.testing.assert_array_equal(r.history["grad_norm"], runs[0].history["grad_norm"])
 
 
-def _replayed_step_grad_norms(cfg, steps_before, extra_draws=0):
+def _replayed_step_grad_norms(cfg, steps_before):
     """The per-layer gradient norms of training step ``steps_before + 1`` (its minibatch, at the weights
-    after ``steps_before`` steps), by replaying the run's training by hand; ``extra_draws``: minibatches
-    drawn after that (the last snapshot's is drawn as a step after the run's last would draw it)."""
+    after ``steps_before`` steps), by replaying the run's training by hand (for the run's last snapshot:
+    the minibatch a step after its last would draw)."""
     from initlab.experiment import _new_history, _step
 
     cfg = initlab.load_config(cfg)
@@ -268,7 +259,7 @@ def test_summaries_of_all_layers_at_once_match_numpy(dtype, kind):
          "row-offsets": 10 * z[:, :, :1] + 1e-3 * z}[kind].astype(dtype)
     arrays, scratch = list(a), {}
     for _ in range(2):  # the second call reuses the buffers
-        mean, std, spread = _summaries(arrays, lims=_limits(arrays), scratch=scratch)
+        mean, std, spread = summaries(arrays, lims=limits(arrays), scratch=scratch)
         tol = 1e-6 if dtype == np.float32 else 1e-12
         for i, layer in enumerate(arrays):
             m, s, u = _reference_summary(layer)
@@ -277,7 +268,7 @@ def test_summaries_of_all_layers_at_once_match_numpy(dtype, kind):
             assert spread[i] == pytest.approx(u, rel=10 * tol, abs=tol * s)
             if kind == "equal-units":
                 assert spread[i] == 0.0
-    assert np.isnan(_summaries(arrays, spread=False, lims=_limits(arrays), scratch=scratch)[2]).all()
+    assert np.isnan(summaries(arrays, spread=False, lims=limits(arrays), scratch=scratch)[2]).all()
 
 
 @pytest.mark.parametrize("value", [np.inf, np.nan, 1e30])
@@ -285,7 +276,7 @@ def test_summaries_with_a_nonfinite_or_huge_layer_are_numpys(value):
     arrays = list(np.random.default_rng(6).standard_normal((3, 20, 10)).astype(np.float32))
     arrays[1][3, 4] = value
     with np.errstate(all="ignore"):
-        mean, std, spread = _summaries(arrays, lims=_limits(arrays), scratch={})
+        mean, std, spread = summaries(arrays, lims=limits(arrays), scratch={})
         for i, layer in enumerate(arrays):
             np.testing.assert_allclose([mean[i], std[i], spread[i]], _reference_summary(layer), rtol=1e-6)
 
@@ -303,11 +294,11 @@ def test_histograms_with_buffers_match_numpy_histogram(dtype, case):
     arrays, scratch = list(a), {}
     given = (-1.0, 1.0) if case.startswith("given") else None
     for _ in range(2):
-        counts, edges = _histograms(arrays, 30, given, _limits(arrays), scratch)
+        counts, edges = histograms(arrays, 30, given, limits(arrays), scratch)
         if case == "nan":
             assert counts.sum() == 0 and np.isnan(edges).all()
             continue
-        ref_counts, ref_edges = _histograms(arrays, 30, given)  # without limits or buffers
+        ref_counts, ref_edges = histograms(arrays, 30, given)  # without limits or buffers
         np.testing.assert_array_equal(counts, ref_counts)
         np.testing.assert_array_equal(edges, ref_edges)
         for i, layer in enumerate(arrays):

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 import initlab
-from initlab.experiment import build, record_in_background, train
+import initlab.recorder_process
+from initlab.experiment import build, train
 from initlab.output.files import read_json
 from initlab.recorder import FIELDS, Recorder
-from initlab.recorder_process import SLOTS, BackgroundRecorder
+from initlab.recorder_process import SLOTS, BackgroundRecorder, worth_a_helper
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the helper process is forked")
 
@@ -111,15 +112,15 @@ def test_which_runs_get_a_helper(monkeypatch):
     small = initlab.load_config(BASE)  # 20 snapshots of a 12-24-24-24 net: microseconds each
     none = initlab.load_config({**big, "record": {"every": None}})
     monkeypatch.delenv("INITLAB_RECORD_HELPER", raising=False)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert [record_in_background(c) for c in (many, few, small, none)] == [True, False, False, False]
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)  # one core: nowhere to go
-    assert not record_in_background(many)
+    monkeypatch.setattr(initlab.recorder_process, "usable_cores", lambda: 2)
+    assert [worth_a_helper(c) for c in (many, few, small, none)] == [True, False, False, False]
+    monkeypatch.setattr(initlab.recorder_process, "usable_cores", lambda: 1)  # one core: nowhere to go
+    assert not worth_a_helper(many)
     monkeypatch.setenv("INITLAB_RECORD_HELPER", "1")
-    assert record_in_background(none)
+    assert worth_a_helper(none)
     monkeypatch.setenv("INITLAB_RECORD_HELPER", "0")
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert not record_in_background(many)
+    monkeypatch.setattr(initlab.recorder_process, "usable_cores", lambda: 2)
+    assert not worth_a_helper(many)
 
 
 # -- real processes and signals -----------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 from initlab.errors import InitlabError
 from initlab.output.readers import read_metrics
 from initlab.output.signals import die_with_parent
+from initlab.provenance import usable_cores
 from initlab.sweeps.point import hostname, run_point, saved_outcome
 
 WORKERS_PER_CORE = 4  # the cap on local --workers: this many per core (see runner.sweep)
@@ -91,10 +92,7 @@ def _interrupted_outcome(task: dict) -> dict:
 
 
 def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 class WorkerStartError(InitlabError):
