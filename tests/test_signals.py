@@ -224,10 +224,12 @@ KILL_SWEEP = """\
 data: {kind: teacher, samples: 200, features: 8, eval_samples: 100, classes: 3}
 model: {depth: 2, width: 16, activation: relu}
 init: {scheme: he_normal}
-train: {steps: 2000, batch_size: 16, eval_every: 500}
-record: {samples: 100, bins: 10, every: 500}
+train: {steps: 8000, batch_size: 16, eval_every: 2000}
+record: {samples: 100, bins: 10, every: 2000}
 sweep: {seed: [0, 1, 2, 3, 4, 5, 6, 7]}
 """
+# 8 points of ~0.4 s on 2 workers: long enough that a kill 0.2-1.2 s into each attempt lands at
+# least twice (with 2,000 steps, once recording got cheaper, a resume could finish before its kill)
 
 
 @needs_sweep
@@ -268,8 +270,8 @@ def test_kill_9_at_random_moments_then_resume(tmp_path):
     assert len(run_dirs) == 8 and len({name.split("-")[0] for name in run_dirs}) == 8, run_dirs
     for p in manifest["points"]:
         m = read_json(sweep_dir / p["run_dir"] / "metrics.json")
-        assert m["status"] == "completed" and m["seed"] == p["seed"] and m["steps_done"] == 2000
-        assert len(read_history(sweep_dir / p["run_dir"] / "history.csv")["step"]) == 2000
+        assert m["status"] == "completed" and m["seed"] == p["seed"] and m["steps_done"] == 8000
+        assert len(read_history(sweep_dir / p["run_dir"] / "history.csv")["step"]) == 8000
     for name, (inode, text) in finished.items():  # completed once: never run again by a resume
         metrics = sweep_dir / "runs" / name / "metrics.json"
         assert (metrics.stat().st_ino, metrics.read_text()) == (inode, text), name
