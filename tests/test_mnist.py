@@ -250,6 +250,8 @@ def test_corrupt_cache_is_rebuilt(files, tmp_path):
     expected = mnist.load_mnist()
     (cache,) = (tmp_path / "cache").glob("mnist-*.npz")
     cache.write_bytes(b"garbage")
+    for p in mapped_folder(tmp_path).iterdir():  # else the warm float32 load never opens the .npz
+        p.unlink()
     for a, b in zip(expected, reload()):
         np.testing.assert_array_equal(a, b)
     assert cache.stat().st_size > 1000
@@ -262,6 +264,62 @@ def test_unwritable_cache_is_tolerated(files, tmp_path, monkeypatch):
     assert mnist.load_mnist()[0].shape == (6, 784)
     assert reload()[0].shape == (6, 784)
 
+
+
+def mapped_folder(tmp_path) -> Path:
+    (folder,) = (tmp_path / "cache").glob("mnist-*-float32")
+    return folder
+
+
+def test_float32_arrays_are_mapped_from_the_cache_when_warm(files, tmp_path, monkeypatch):
+    cold = mnist.load_mnist()
+    folder = mapped_folder(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "x_test.npy", "x_train.npy", "y_test.npy",
+                                                         "y_train.npy"]
+
+    def no_decoding(*args):
+        raise AssertionError("a warm float32 load must not decode the uint8 arrays")
+
+    monkeypatch.setattr(mnist, "_load_uint8", no_decoding)
+    warm = reload()
+    for a, b in zip(cold, warm):
+        assert a.dtype == b.dtype and not b.flags.writeable
+        np.testing.assert_array_equal(a, b)
+    assert isinstance(warm[0].base, np.memmap)  # mapped, not read into fresh memory
+    assert type(warm[0]) is np.ndarray  # but a plain array to everything downstream
+
+
+def test_float64_is_decoded_not_mapped(files, tmp_path):
+    x = mnist.load_mnist("float64")[0]
+    assert x.dtype == np.float64 and not list((tmp_path / "cache").glob("mnist-*-float64"))
+    np.testing.assert_allclose(x, mnist.load_mnist("float32")[0], rtol=1e-7)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "meta", "missing", "shape"])
+def test_damaged_mapped_cache_is_decoded_again_and_rewritten(files, tmp_path, damage):
+    expected = [a.copy() for a in mnist.load_mnist()]
+    folder = mapped_folder(tmp_path)
+    if damage == "truncate":
+        path = folder / "x_train.npy"
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "meta":
+        (folder / "meta.json").write_text("{")
+    elif damage == "missing":
+        (folder / "y_test.npy").unlink()
+    else:
+        np.save(folder / "x_test.npy", np.zeros((3, 784), np.float32))
+    for a, b in zip(expected, reload()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(expected, reload()):  # rewritten: the next load maps good files
+        np.testing.assert_array_equal(a, b)
+        assert isinstance(b.base, np.memmap)
+
+
+def test_mapped_cache_of_changed_source_is_not_trusted(files, folder, tmp_path):
+    mnist.load_mnist()
+    new = np.array([9, 8, 7, 6, 5, 4])
+    put(folder, TRAIN_Y, idx_gz(2049, new))
+    np.testing.assert_array_equal(reload()[1], new)
 
 # --- downloading -----------------------------------------------------------------
 
