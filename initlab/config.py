@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from initlab.data.datasets import DATASETS
@@ -25,6 +24,7 @@ from initlab.engine.optimizers import OPTIMIZERS
 from initlab.engine.residual import BRANCH_SCALES, STRUCTURAL
 from initlab.errors import ConfigError, short, unknown_name
 from initlab.yamlio import check_shape, parse_value, read_yaml
+from initlab.yamlio import dump_yaml as _dump
 
 _SECTIONS = ("data", "model", "init", "optimizer", "train", "record")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -428,4 +428,4 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides=(), seed:
 
 
 def dump_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+    return _dump(cfg.to_dict())

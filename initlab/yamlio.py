@@ -60,11 +60,23 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+class _Dumper(yaml.SafeDumper):
+    """Safe dumping that quotes every string the loader would read as something else."""
+
+
+# YAML 1.2 exponents: 1e-3 is a float. The dumper knows it too, so a string such as "1e5" (a
+# run's name) is written quoted and reads back as the string it was.
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as block YAML in insertion order, read back by :func:`parse_yaml` as the same values."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=False)
 
 
 def _load(text: str) -> Any:

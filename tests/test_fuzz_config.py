@@ -198,3 +198,13 @@ def test_nesting_at_every_depth_is_a_config_error_or_fine(depth, kind):
 def test_deep_set_value_is_a_config_error(depth):
     with pytest.raises(ConfigError, match="nested too deeply"):
         load_config(None, overrides=["sweep.x=" + "[" * depth + "]" * depth])
+
+
+@pytest.mark.parametrize("name", ["0E0", "1e5", "2.5E-3", "1_000e1"])
+def test_a_name_that_reads_as_a_number_survives_config_yaml(name):
+    """config.yaml quotes a string the loader would read as a float (YAML 1.2 exponents):
+    the saved config reloads as the same experiment (found by hypothesis)."""
+    cfg = validate({"name": name})
+    text = dump_yaml(cfg)
+    assert f"name: '{name}'" in text
+    assert load_config(parse_yaml(text)).hash == cfg.hash

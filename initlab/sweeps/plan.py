@@ -189,12 +189,12 @@ class Plan:
 
     def sweep_yaml(self) -> str:
         """The base config with the axes as its ``sweep:`` section: ``initlab sweep`` on it reproduces the grid."""
-        import yaml
+        from initlab.yamlio import dump_yaml
 
         raw = dict(self.base)
         raw["sweep"] = {a.key: a.values for a in self.axes}
         head = "# Written by initlab sweep: the base config and its axes. `initlab sweep THIS_FILE` runs the same grid.\n"
-        return head + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None)
+        return head + dump_yaml(raw)
 
 
 def _read_raw(config) -> tuple[dict, str]:
