@@ -27,7 +27,8 @@ from initlab.engine.model import MLP, build_mlp
 from initlab.engine.optimizers import make_optimizer
 from initlab.engine.residual import STRUCTURAL
 from initlab.errors import describe
-from initlab.memory import EVAL_CHUNK, TRAIN_ACC_SAMPLES, check_memory
+from initlab.evaluation import Evaluator, SpareCores
+from initlab.memory import TRAIN_ACC_SAMPLES, check_memory
 from initlab.recorder import Recorder
 from initlab.recorder_process import BackgroundRecorder, worth_a_helper
 from initlab.theory.measure import init_spec, merge_prediction
@@ -116,19 +117,6 @@ def build(cfg: Config):
     return data, model, loss, opt, np.random.default_rng(batch_ss), extra
 
 
-def evaluate(model: MLP, loss, x, y) -> tuple[float, Optional[float]]:
-    """Mean loss and accuracy (None for regression) in evaluation mode, in chunks."""
-    total, correct, n = 0.0, 0, len(x)
-    for i in range(0, n, EVAL_CHUNK):
-        out = model.forward(x[i:i + EVAL_CHUNK], train=False)
-        yi = y[i:i + EVAL_CHUNK]
-        total += loss.forward(out, yi) * len(out)
-        if loss.classifies:
-            correct += int(np.sum(np.argmax(out, axis=1) == yi))
-    acc = correct / n if loss.classifies else None
-    return total / n, acc
-
-
 def _new_history(steps: int) -> dict:
     h = {"step": np.arange(1, steps + 1, dtype=np.int64)}
     for k in ("train_loss", "grad_norm", "eval_loss", "eval_acc", "train_acc"):
@@ -147,7 +135,8 @@ def _as_config(config) -> Config:
 
 
 def train(config, progress: bool = False, on_step: Callable[[int], None] | None = None,
-          on_start: Callable[[], None] | None = None, *, record_helper: bool | None = None) -> Result:
+          on_start: Callable[[], None] | None = None, *, record_helper: bool | None = None,
+          spare_cores: SpareCores = None) -> Result:
     """Build and train one experiment in memory: no files, no signal handlers.
 
     ``config``: a :class:`Config`, a mapping or a YAML path. KeyboardInterrupt ends training with
@@ -155,6 +144,9 @@ def train(config, progress: bool = False, on_step: Callable[[int], None] | None 
     ``failed`` with ``result.error`` (its message) and ``result.exception`` (to re-raise).
     ``on_start`` is called once, just before building begins (``run`` lets signals through then).
     ``record_helper``: take snapshots in a helper process (None: ``recorder_process.worth_a_helper`` decides).
+    ``spare_cores``: cores free for evaluating in a helper thread while training goes on (see
+    :mod:`initlab.evaluation`): a number, or a function asked at each evaluation; None: the
+    cores this process may use, less the one it trains on. The numbers are the same either way.
     """
     cfg = _as_config(config)
     check_memory(cfg)
@@ -167,7 +159,7 @@ def train(config, progress: bool = False, on_step: Callable[[int], None] | None 
             warnings.simplefilter("always")
             if on_start is not None:
                 on_start()
-            _train(cfg, result, progress, on_step, record_helper)
+            _train(cfg, result, progress, on_step, record_helper, spare_cores)
     except KeyboardInterrupt:
         result.status = "interrupted"
     except Exception as e:  # recorded in metrics.json; the CLI exits 1
@@ -190,14 +182,15 @@ def train(config, progress: bool = False, on_step: Callable[[int], None] | None 
 
 def run(config, out=None, progress: bool = False, on_step: Callable[[int], None] | None = None, *,
         run_dir=None, figures: bool = True, provenance: dict | None = None,
-        record_helper: bool | None = None) -> Result:
+        record_helper: bool | None = None, spare_cores: SpareCores = None) -> Result:
     """Run one experiment: :func:`train`, then (with ``out`` or ``run_dir``) write its run directory.
 
     ``out``: an output root; the run directory ``<out>/<name>/<timestamp>/`` is created.
     ``run_dir``: an existing or new folder to write into (how sweep workers write their points).
     ``result.run_dir`` names it. ``figures=False`` skips the PNGs (``initlab plot`` draws them later).
     ``provenance``: what :func:`initlab.provenance.collect` gathered (the CLI passes its command
-    line); with ``out`` and no provenance, one is collected here. ``record_helper``: as :func:`train`'s.
+    line); with ``out`` and no provenance, one is collected here. ``record_helper``, ``spare_cores``: as
+    :func:`train`'s.
     """
     from initlab.output.rundir import RunWriter
     from initlab.output.signals import SignalGuard
@@ -218,7 +211,8 @@ def run(config, out=None, progress: bool = False, on_step: Callable[[int], None]
                 provenance = collect(config_path=config if isinstance(config, (str, os.PathLike)) else None)
             writer = RunWriter.create(out, cfg, provenance)
         try:
-            result = train(cfg, progress, on_step, on_start=guard.arm, record_helper=record_helper)
+            result = train(cfg, progress, on_step, on_start=guard.arm, record_helper=record_helper,
+                           spare_cores=spare_cores)
         finally:
             guard.disarm()
         if writer is not None:
@@ -245,7 +239,8 @@ class StoppedAfterSaving(KeyboardInterrupt):
         self.result = result
 
 
-def _train(cfg: Config, result: Result, progress: bool, on_step, helper: bool | None = None) -> None:
+def _train(cfg: Config, result: Result, progress: bool, on_step, helper: bool | None = None,
+           spare: SpareCores = None) -> None:
     timing = result.metrics.setdefault("timing", {"train_s": 0.0, "record_s": 0.0})
     # build_s (data, model, init), and the parts of record_s: analysis_s (theory and Jacobian at
     # init) and eval_s (evaluation), so that benchmarks see where a short run's time goes
@@ -272,8 +267,12 @@ def _train(cfg: Config, result: Result, progress: bool, on_step, helper: bool | 
         result.metrics["steps_done"] = 0
         params = model.params()
         every, eval_every = cfg.record.every, cfg.train.eval_every
-        train_acc_x = data.x_train[:TRAIN_ACC_SAMPLES]
-        train_acc_y = data.y_train[:TRAIN_ACC_SAMPLES]
+        if spare is None:
+            from initlab.provenance import usable_cores
+
+            spare = usable_cores() - 1
+        evaluator = Evaluator(hist, loss, data.x_eval, data.y_eval, data.x_train[:TRAIN_ACC_SAMPLES],
+                              data.y_train[:TRAIN_ACC_SAMPLES], spare)
         bar = _progress_bar(steps, cfg.name) if progress and steps else None
         done = 0
 
@@ -295,7 +294,7 @@ def _train(cfg: Config, result: Result, progress: bool, on_step, helper: bool | 
                 timing["train_s"] += time.perf_counter() - t
                 t = time.perf_counter()
                 if done % eval_every == 0 or done == steps:
-                    _evaluate_into(hist, i, model, loss, data, train_acc_x, train_acc_y)
+                    evaluator(i, model)
                     timing["eval_s"] += time.perf_counter() - t
                 if every and done % every == 0 and done != steps:
                     rec.snapshot(model, done)
@@ -308,6 +307,8 @@ def _train(cfg: Config, result: Result, progress: bool, on_step, helper: bool | 
             settle()  # the snapshots kept are complete
             raise
         finally:
+            error = evaluator.close()  # every evaluation lent to the helper thread is in the history
+            timing["eval_helper_s"] = evaluator.helper_s
             if bar is not None:
                 bar.close()
             result.metrics["steps_done"] = done
@@ -315,6 +316,8 @@ def _train(cfg: Config, result: Result, progress: bool, on_step, helper: bool | 
             if result.status == "diverged":
                 result.metrics["diverged_at_step"] = done + 1
             result.history = _cut(hist, done)
+        if error is not None:
+            raise error
         if steps and result.status != "diverged":
             t = time.perf_counter()
             rec.snapshot(model, done)
@@ -345,16 +348,6 @@ def _step(model, loss, opt, params, xb, yb, train_cfg, hist, i, rec=None) -> boo
         clip_grad_value(params, train_cfg.clip_value)
     opt.step(params)
     return True
-
-
-def _evaluate_into(hist, i, model, loss, data, train_x, train_y) -> None:
-    hist["eval_loss"][i], hist["eval_acc"][i] = _nan(evaluate(model, loss, data.x_eval, data.y_eval))
-    if loss.classifies:
-        hist["train_acc"][i] = evaluate(model, loss, train_x, train_y)[1]
-
-
-def _nan(pair):
-    return tuple(np.nan if v is None else v for v in pair)
 
 
 def _progress_bar(total: int, name: str):

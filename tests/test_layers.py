@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from initlab.engine.activations import ACTIVATIONS
-from initlab.engine.layers import ActivationLayer, BatchNorm, LayerNorm, Linear, Parameter
+from initlab.engine.layers import ALIGN_BYTES, ActivationLayer, BatchNorm, LayerNorm, Linear, Parameter, pack
 from initlab.engine.losses import LOSSES
 from initlab.engine.model import InitSpec, build_mlp
 from initlab.errors import EngineError
@@ -354,3 +354,27 @@ def test_batchnorm_errors():
 def test_bad_linear_parameters_are_engine_errors(W, b):
     with pytest.raises(EngineError, match="weights|bias"):
         Linear(W, b)
+
+
+def test_pack_keeps_values_aligns_and_shares_storage():
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((3, 5), (5,), (17, 2), (1,))]
+    params = [Parameter(f"p{i}", a.copy()) for i, a in enumerate(arrays)]
+    params[2].grad[...] = 7.0
+    packed = pack(params)
+    assert list(packed) == params
+    for p, a in zip(packed, arrays):
+        np.testing.assert_array_equal(p.data, a)
+        assert p.data.ctypes.data % ALIGN_BYTES == 0 and p.grad.ctypes.data % ALIGN_BYTES == 0
+        assert np.shares_memory(p.data, packed.flat.data) and np.shares_memory(p.grad, packed.flat.grad)
+    assert (packed[2].grad == 7.0).all() and not packed[0].grad.any()
+    packed.flat.data += 1  # one pass over the flat array moves every parameter
+    np.testing.assert_array_equal(packed[1].data, arrays[1] + 1)
+
+
+@pytest.mark.parametrize("bad", ["twice", "dtypes"])
+def test_pack_refuses_a_parameter_twice_or_mixed_dtypes(bad):
+    p = Parameter("p", np.zeros(3, np.float32))
+    other = p if bad == "twice" else Parameter("q", np.zeros(3, np.float64))
+    with pytest.raises(EngineError, match="distinct and of one dtype"):
+        pack([p, other])

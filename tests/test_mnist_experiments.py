@@ -69,7 +69,8 @@ def test_largest_scale_without_batchnorm_blows_up_or_stays_poor():
 
 def test_train_acc_uses_running_statistics_and_the_training_samples():
     r = point("mnist_batchnorm_grid.yaml", ["init.std=0.01", "model.batchnorm=true"], **{"train.steps": 30})
-    from initlab.experiment import build, evaluate
+    from initlab.evaluation import evaluate
+    from initlab.experiment import build
 
     data = build(r.config)[0]
     assert len(data.x_train) == 1000 and len(data.x_eval) == 1000

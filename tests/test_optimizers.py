@@ -206,3 +206,36 @@ def test_impossible_weight_decay_is_an_engine_error(name, wd):
 def test_impossible_hyperparameters_are_engine_errors(name, option, value):
     with pytest.raises(EngineError, match=option):
         make_optimizer(name, 0.01, **{option: value})
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_a_models_flat_parameters_are_updated_exactly_as_one_by_one(name, weight_decay):
+    """model.params() lives in flat storage (engine.layers.pack): the optimizer updates it in one
+    pass per operation; per parameter, as for a plain list, the numbers are the same bit for bit."""
+    from initlab.engine.losses import SoftmaxCrossEntropy
+    from initlab.engine.model import build_mlp
+
+    def net():
+        return build_mlp(12, 3, [7, 9], "tanh", rng=np.random.default_rng(1), batchnorm=True, residual=False)
+
+    flat_model, plain_model = net(), net()
+    flat_params, plain_params = flat_model.params(), list(plain_model.params())
+    assert hasattr(flat_params, "flat") and not hasattr(plain_params, "flat")
+    opts = [make_optimizer(name, 0.05, weight_decay) for _ in range(2)]
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        x, y = rng.standard_normal((16, 12)).astype(np.float32), rng.integers(0, 3, 16)
+        for model, params, opt in ((flat_model, flat_params, opts[0]), (plain_model, plain_params, opts[1])):
+            loss = SoftmaxCrossEntropy()
+            loss.forward(model.forward(x), y)
+            model.backward(loss.backward())
+            opt.step(params)
+    assert len(opts[0].state) == 1 and len(opts[1].state) == len(plain_params)
+    for a, b in zip(flat_params, plain_params):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=a.name)
+    pad = np.ones(flat_params.flat.data.size, bool)  # the gaps between parameters stay zero
+    for p in flat_params:
+        start = (p.data.ctypes.data - flat_params.flat.data.ctypes.data) // p.data.itemsize
+        pad[start:start + p.data.size] = False
+    assert pad.any() and not flat_params.flat.data[pad].any()

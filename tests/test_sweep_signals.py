@@ -15,7 +15,9 @@ from initlab.output.readers import read_manifest
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-# Point 0 is short, the others take a second or two: the signal arrives while points run.
+# Point 0 is short, the others take a second or more (10,000 steps: the watcher polls every 0.05 s
+# and the manifest is flushed every 0.2 s, so points of 2,500 steps could end unseen): the signal
+# arrives while points 1 and 2 run and point 3 waits.
 CONFIG = {
     "name": "sig",
     "data": {"kind": "teacher", "samples": 1000, "features": 50, "classes": 5, "eval_samples": 200},
@@ -23,7 +25,7 @@ CONFIG = {
     "optimizer": {"lr": 0.05},
     "train": {"batch_size": 50, "eval_every": 500},
     "record": {"samples": 200},
-    "sweep": {"train.steps": [30, 2500, 2501, 2502]},
+    "sweep": {"train.steps": [30, 10000, 10001, 10002]},
 }
 
 

@@ -26,6 +26,47 @@ class Parameter:
         return f"Parameter({self.name}, shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+class Parameters(list):
+    """A model's parameters whose ``data`` and ``grad`` are views into two flat arrays, held by
+    ``flat`` (a :class:`Parameter` of its own). Optimizers update ``flat`` in one pass per
+    operation instead of one per parameter: a dozen NumPy calls fewer per rule and step, the
+    same values (every update rule is element-wise; the padding between parameters stays 0)."""
+
+    flat: Parameter
+
+
+ALIGN_BYTES = 64  # each parameter starts on a cache line, as its own allocation would for BLAS
+
+
+def pack(params: list[Parameter]) -> Parameters:
+    """Move ``params`` (one dtype, distinct objects) into flat storage; their values are unchanged."""
+    dtype = params[0].data.dtype if params else np.dtype(np.float32)
+    if len({id(p) for p in params}) != len(params) or any(p.data.dtype != dtype for p in params):
+        raise EngineError("pack: parameters must be distinct and of one dtype")
+    step = max(1, ALIGN_BYTES // dtype.itemsize)
+    offsets, total = [], 0
+    for p in params:
+        offsets.append(total)
+        total += -(-p.data.size // step) * step
+    data, grad = (_aligned_zeros(total, dtype) for _ in range(2))
+    for p, off in zip(params, offsets):
+        shape, n = p.data.shape, p.data.size
+        data[off:off + n] = p.data.reshape(-1)
+        grad[off:off + n] = p.grad.reshape(-1)
+        p.data, p.grad = data[off:off + n].reshape(shape), grad[off:off + n].reshape(shape)
+    out = Parameters(params)
+    out.flat = Parameter("flat", data)
+    out.flat.grad = grad
+    return out
+
+
+def _aligned_zeros(n: int, dtype) -> np.ndarray:
+    step = max(1, ALIGN_BYTES // dtype.itemsize)
+    raw = np.zeros(n + step, dtype)
+    start = (-raw.ctypes.data % ALIGN_BYTES) // dtype.itemsize
+    return raw[start:start + n]
+
+
 def _check_input(x, n_in, who):
     if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != n_in:
         shape = getattr(x, "shape", type(x).__name__)
@@ -78,7 +119,11 @@ class Linear:
         np.matmul(self.x.T, dout, out=self.W.grad)
         if self.b is not None:
             np.add.reduce(dout, axis=0, out=self.b.grad)  # np.sum without its Python wrapper
-        return dout @ self.W.data.T if input_grad else None
+        if not input_grad:
+            return None
+        # dout @ Wᵀ with Wᵀ copied first: OpenBLAS's "NT" product is 1.5× slower than "NN" at
+        # these sizes (17 µs against 11 µs for 100×100×100), and the copy costs 2 µs.
+        return dout @ np.ascontiguousarray(self.W.data.T)
 
     def __repr__(self) -> str:
         return f"Linear({self.fan_in}, {self.fan_out}, bias={self.b is not None})"
@@ -224,7 +269,7 @@ class ActivationLayer:
             raise EngineError(f"{self.name}: backward called before forward")
         if not isinstance(dout, np.ndarray) or dout.shape != self.z.shape:
             raise EngineError(f"{self.name}: backward expects dout of shape {self.z.shape}, got {getattr(dout, 'shape', dout)}")
-        return dout * self.activation.grad(self.z, self.a)
+        return self.activation.backprop(dout, self.z, self.a)
 
     def __repr__(self) -> str:
         return f"ActivationLayer({self.activation.name})"

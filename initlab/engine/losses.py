@@ -39,7 +39,9 @@ class SoftmaxCrossEntropy:
             raise EngineError("cross-entropy got an empty batch")
         if labels.min() < 0 or labels.max() >= k:
             raise EngineError(f"cross-entropy labels must be in [0, {k}), got {labels.min()}..{labels.max()}")
-        shifted = logits - logits.max(axis=1, keepdims=True)
+        # The row maxima, from the transposed copy: NumPy reduces a short last axis (10 classes)
+        # one row at a time, 4× slower than 10 element-wise maxima of whole rows (same values).
+        shifted = logits - np.maximum.reduce(np.ascontiguousarray(logits.T), axis=0)[:, None]
         probs = np.exp(shifted)
         total = probs.sum(axis=1, keepdims=True)
         probs /= total

@@ -9,7 +9,7 @@ import numpy as np
 
 from initlab.engine.activations import get_activation
 from initlab.engine.initializers import STD_SCHEMES, calculate_gain, canonical, get_initializer
-from initlab.engine.layers import ActivationLayer, BatchNorm, LayerNorm, Linear
+from initlab.engine.layers import ActivationLayer, BatchNorm, LayerNorm, Linear, pack
 from initlab.engine.residual import ResidualBlock, branch_scales, resolve_branch_scale
 from initlab.errors import EngineError, check_number, check_size
 
@@ -55,14 +55,15 @@ class MLP:
         self.head = head
         self.dtype = np.dtype(dtype)
         self._layers = [layer for b in blocks for layer in b.layers()] + [head]
-        self._params = [p for layer in self._layers for p in layer.params()]
+        self._params = pack([p for layer in self._layers for p in layer.params()])
 
     @property
     def n_in(self) -> int:
         return (self.blocks[0].linear if self.blocks else self.head).fan_in
 
     def params(self):
-        """Every trainable parameter, in a fixed order (the optimizer's list)."""
+        """Every trainable parameter, in a fixed order (the optimizer's list; flat storage, see
+        :class:`~initlab.engine.layers.Parameters`)."""
         return self._params
 
     def forward(self, x, train=True):
@@ -85,11 +86,20 @@ class MLP:
             dout = layer.backward(dout)
         return layers[0].backward(dout, input_grad=input_grad)
 
+    def _batchnorms(self) -> list[BatchNorm]:
+        return [b.norm for b in self.blocks if isinstance(b.norm, BatchNorm)]
+
+    def state(self) -> list[np.ndarray]:
+        """The arrays that define what the net computes, in a fixed order: every parameter's data,
+        then BatchNorm's running averages (evaluation mode uses them). Copying them into a copy of
+        the model makes it compute exactly what this one does."""
+        return [p.data for p in self._params] + [a for n in self._batchnorms() for a in (n.running_mean, n.running_var)]
+
     @contextmanager
     def running_stats_kept(self):
         """Training-mode passes inside this block leave BatchNorm's running averages as they were
         (recording and data-dependent init look at the net; they must not change what it evaluates with)."""
-        norms = [b.norm for b in self.blocks if isinstance(b.norm, BatchNorm)]
+        norms = self._batchnorms()
         saved = [(n.running_mean.copy(), n.running_var.copy()) for n in norms]
         try:
             yield

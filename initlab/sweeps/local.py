@@ -19,6 +19,7 @@ WORKERS_PER_CORE = 4  # the cap on local --workers: this many per core (see runn
 
 _worker_stopping = False
 _in_point = False
+_spare = None  # the parent's count of idle cores (a shared integer), read by the worker's running point
 
 
 def _worker_signal(signum, frame):
@@ -34,7 +35,9 @@ def _worker_signal(signum, frame):
         raise KeyboardInterrupt
 
 
-def _worker_main(conn, parent_pid: int) -> None:
+def _worker_main(conn, parent_pid: int, spare=None) -> None:
+    global _spare
+    _spare = spare
     die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         return
@@ -70,11 +73,15 @@ def _run_guarded(task: dict) -> dict:
     try:
         _in_point = True
         try:
-            return run_point(task)
+            return run_point(task, spare_cores=_spare_cores)
         finally:
             _in_point = False
     except KeyboardInterrupt:
         return _interrupted_outcome(task)
+
+
+def _spare_cores() -> int:
+    return _spare.value if _spare is not None else 0
 
 
 def _interrupted_outcome(task: dict) -> dict:
@@ -126,9 +133,10 @@ def _start_deaf(proc) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx):
+    def __init__(self, ctx, spare):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True, name="initlab-sweep-worker")
+        self.proc = ctx.Process(target=_worker_main, args=(child, os.getpid(), spare), daemon=True,
+                                name="initlab-sweep-worker")
         _start_deaf(self.proc)
         child.close()
         self.task: Optional[int] = None
@@ -151,13 +159,18 @@ class LocalBackend:
         self.describe = f"{self.size} local worker process{'es' if self.size != 1 else ''}"
         self.answered = 0  # outcomes received: once one worker has worked, a death is that point's problem
         self.start_failures = 0
+        # Cores no point is running on, for the running points to evaluate on (initlab.evaluation).
+        # Updated only when poll() begins, after the runner has handed out what it could: a
+        # worker between two points is not a spare core.
+        self.cores = usable_cores()
+        self.spare = self.ctx.Value("i", 0, lock=False)
 
     def ready(self) -> None:
         pass  # local processes start with the first points
 
     def start(self, n_tasks: int) -> None:
         while len(self.workers) < min(self.size, n_tasks):
-            self.workers.append(_Worker(self.ctx))
+            self.workers.append(_Worker(self.ctx, self.spare))
 
     def idle(self) -> int:
         return sum(w.task is None for w in self.workers) + max(0, self.size - len(self.workers))
@@ -172,7 +185,7 @@ class LocalBackend:
         for attempt in range(3):
             w = next((w for w in self.workers if w.task is None), None)
             if w is None:
-                w = _Worker(self.ctx)
+                w = _Worker(self.ctx, self.spare)
                 self.workers.append(w)
             try:
                 w.conn.send(task)
@@ -194,6 +207,7 @@ class LocalBackend:
         from multiprocessing.connection import wait
 
         busy = [w for w in self.workers if w.task is not None]
+        self.spare.value = max(0, min(self.cores, self.size) - len(busy))
         if not busy:
             time.sleep(timeout)
             return []

@@ -11,8 +11,12 @@ from initlab.errors import describe
 from initlab.output.readers import read_metrics
 
 
-def run_point(task: dict) -> dict:
-    """Run one point and write its run directory (``metrics.json`` last). Picklable: Dask workers call it too."""
+def run_point(task: dict, spare_cores=0) -> dict:
+    """Run one point and write its run directory (``metrics.json`` last). Picklable: Dask workers call it too.
+
+    ``spare_cores``: a function saying how many cores are idle (local workers: a sweep with fewer
+    points left than workers), for evaluating in a helper thread; 0 (Dask): never.
+    """
     t0 = time.perf_counter()
     index = task["index"]
     outcome = {"index": index, "status": "failed", "error": None, "exit_reason": None, "steps_done": 0,
@@ -27,9 +31,11 @@ def run_point(task: dict) -> dict:
             from threadpoolctl import threadpool_limits
 
             with threadpool_limits(1):
-                result = run(cfg, run_dir=task["run_dir"], figures=figures, record_helper=False)
+                result = run(cfg, run_dir=task["run_dir"], figures=figures, record_helper=False,
+                             spare_cores=spare_cores)
         else:  # every core runs a point: no helper process for the snapshots
-            result = run(cfg, run_dir=task["run_dir"], figures=figures, record_helper=False)
+            result = run(cfg, run_dir=task["run_dir"], figures=figures, record_helper=False,
+                         spare_cores=spare_cores)
         steps = result.metrics.get("steps_done", 0)
         outcome.update(status=result.status, error=result.error, steps_done=steps)
         if result.status == "diverged":
