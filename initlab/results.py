@@ -147,6 +147,8 @@ def load_run(path) -> Run:
     initlab run (no ``config.yaml``, or no ``metrics.json`` yet) is a :class:`ConfigError`."""
     import yaml
 
+    from initlab.yamlio import parse_saved_yaml
+
     path = resolve_dir(path)
     if (path / "manifest.json").is_file():
         raise ConfigError(f"{path}: a sweep directory; use load_sweep (or load_run on one of its runs/)")
@@ -159,7 +161,7 @@ def load_run(path) -> Run:
     if metrics is None:
         raise ConfigError(f"{path}: an incomplete run (no metrics.json: still running, or killed)")
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+        config = parse_saved_yaml((path / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"{path / 'config.yaml'}: unreadable ({e})") from e
     if not isinstance(config, dict):

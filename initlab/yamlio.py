@@ -64,14 +64,24 @@ class _Dumper(yaml.SafeDumper):
     """Safe dumping that quotes every string the loader would read as something else."""
 
 
+class _SavedLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """Files initlab wrote itself (a run's config.yaml): libyaml's parser where PyYAML has it,
+    about ten times faster for a figure that reads a sweep's 32 configs; the same values."""
+
+
 # YAML 1.2 exponents: 1e-3 is a float. The dumper knows it too, so a string such as "1e5" (a
 # run's name) is written quoted and reads back as the string it was.
-for _cls in (_Loader, _Dumper):
+for _cls in (_Loader, _Dumper, _SavedLoader):
     _cls.add_implicit_resolver(
         "tag:yaml.org,2002:float",
         re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
         list("-+0123456789"),
     )
+
+
+def parse_saved_yaml(text: str) -> Any:
+    """A YAML file initlab wrote (config.yaml, sweep.yaml): trusted, so no limits; safe tags only."""
+    return yaml.load(text, Loader=_SavedLoader)
 
 
 def dump_yaml(data: Any) -> str:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from initlab.config import NAME_RE, Config, dump_yaml, load_config, parse_override, validate
 from initlab.errors import ConfigError
 from initlab.memory import memory_estimate
-from initlab.yamlio import parse_yaml
+from initlab.yamlio import parse_saved_yaml, parse_yaml
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -208,3 +208,8 @@ def test_a_name_that_reads_as_a_number_survives_config_yaml(name):
     text = dump_yaml(cfg)
     assert f"name: '{name}'" in text
     assert load_config(parse_yaml(text)).hash == cfg.hash
+    assert parse_saved_yaml(text) == parse_yaml(text)  # the figures' fast reader agrees
+
+
+def test_the_fast_reader_of_saved_files_knows_yaml_1_2_exponents():
+    assert parse_saved_yaml("a: 1e-3\nb: '1e-3'\nc: 2.5E+2\n") == {"a": 0.001, "b": "1e-3", "c": 250.0}

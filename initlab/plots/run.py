@@ -47,11 +47,11 @@ def describe(cfg: dict) -> str:
 
 
 def _load(run_dir, cfg=None, metrics=None):
-    import yaml
+    from initlab.yamlio import parse_saved_yaml
 
     run_dir = Path(run_dir)
     if cfg is None:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        cfg = parse_saved_yaml((run_dir / "config.yaml").read_text(encoding="utf-8"))
     elif not isinstance(cfg, dict):
         cfg = cfg.to_dict()
     if metrics is None and (run_dir / "metrics.json").exists():

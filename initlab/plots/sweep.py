@@ -27,14 +27,14 @@ class _Point:
     """What the figure needs of one point, read from its run directory."""
 
     def __init__(self, sweep_dir: Path, mp: dict):
-        import yaml
+        from initlab.yamlio import parse_saved_yaml
 
         self.index, self.status = mp["index"], mp["status"]
         self.label = mp.get("label") or ", ".join(f"{k}={v}" for k, v in mp["overrides"].items()) or str(self.index)
         self.dir = sweep_dir / mp["run_dir"]
         self.overrides = mp["overrides"]
         cfg_path = self.dir / "config.yaml"
-        self.cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else None
+        self.cfg = parse_saved_yaml(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else None
         self.metrics = _read(self.dir / "metrics.json")
         self.history = read_history(self.dir / "history.csv") if (self.dir / "history.csv").is_file() else None
         npz = self.dir / "activations.npz"
