@@ -78,6 +78,8 @@ class Data(Section):
             raise ValueError("features: MNIST images have 784 features")
         if self.kind != "mnist" and self.samples is None:
             raise ValueError("samples: null (all images) applies to mnist only")
+        if self.kind != "mnist" and self.eval_samples is None:
+            raise ValueError("eval_samples: null (all test images) applies to mnist only")
         if self.kind == "mnist" and self.samples is not None and self.samples > 60000:
             raise ValueError(f"samples: MNIST has 60000 training images, asked for {self.samples}")
         if self.kind == "mnist" and self.eval_samples is not None and self.eval_samples > 10000:

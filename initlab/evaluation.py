@@ -65,7 +65,7 @@ class Evaluator:
 
     def __call__(self, i: int, model: MLP) -> None:
         self._reclaim()
-        if (self._free or len(self._lent) < COPIES) and self.spare() > 0:
+        if len(self._lent) < COPIES and self.spare() > 0:
             self._lend(i, model)
         else:
             self._fill(i, model, self.loss)

@@ -58,6 +58,10 @@ CASES = {
     "zero-depth": (["run", "bad.yaml"], "model: {depth: 0}\n", "model.depth"),
     "negative-width": (["run", "bad.yaml"], "model: {width: -5}\n", "model.width"),
     "zero-lr": (["run", "bad.yaml"], "optimizer: {lr: 0}\n", "optimizer.lr"),
+    # null sizes mean "all the images": MNIST only (a synthetic set has no "all"; found by hypothesis,
+    # it used to end in "TypeError: unsupported operand")
+    "null-samples-synthetic": (["run", "bad.yaml"], "data: {samples: null}\n", "applies to mnist only"),
+    "null-eval-samples-synthetic": (["run", "bad.yaml"], "data: {eval_samples: null}\n", "applies to mnist only"),
     "nan-lr": (["run", "bad.yaml"], "optimizer: {lr: .nan}\n", "optimizer.lr"),
     "inf-std": (["run", "bad.yaml"], "init: {scheme: normal, std: .inf}\n", "init.std"),
     "negative-std": (["run", "bad.yaml"], "init: {scheme: normal, std: -0.01}\n", "init.std"),
