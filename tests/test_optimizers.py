@@ -239,3 +239,36 @@ def test_a_models_flat_parameters_are_updated_exactly_as_one_by_one(name, weight
         start = (p.data.ctypes.data - flat_params.flat.data.ctypes.data) // p.data.itemsize
         pad[start:start + p.data.size] = False
     assert pad.any() and not flat_params.flat.data[pad].any()
+
+
+def _formula(name, w, g, s, t, lr=0.01, mu=0.9, alpha=0.99, b1=0.9, b2=0.999, eps=1e-8):
+    """Each update rule as one NumPy expression with temporaries, in float32 (the engine's order)."""
+    f = w.dtype.type
+    if name == "sgd":
+        return w - f(lr) * g
+    if name in ("momentum", "nesterov"):
+        s["v"] = s.get("v", np.zeros_like(w)) * f(mu) + g
+        return w - f(lr) * (s["v"] if name == "momentum" else g + f(mu) * s["v"])
+    if name in ("adagrad", "rmsprop"):
+        h = s.get("h", np.zeros_like(w))
+        s["h"] = h + g * g if name == "adagrad" else h * f(alpha) + f(1 - alpha) * g * g
+        return w - f(lr) * g / (np.sqrt(s["h"]) + f(eps))
+    s["m"] = s.get("m", np.zeros_like(w)) * f(b1) + f(1 - b1) * g
+    s["v"] = s.get("v", np.zeros_like(w)) * f(b2) + f(1 - b2) * g * g
+    return w - f(lr / (1 - b1**t)) * s["m"] / (np.sqrt(s["v"] * f(1.0 / (1 - b2**t))) + f(eps))
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
+def test_in_place_updates_equal_the_formulas_bit_for_bit(name):
+    """The optimizers update through scratch arrays, in place: the same numbers as the formulas
+    evaluated with temporaries, to the last bit (float32, gradients across 12 orders of magnitude)."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal(5000).astype(np.float32)
+    p, state, expected = Parameter("w", w.copy()), {}, w.copy()
+    opt = make_optimizer(name, 0.01)
+    for t in range(1, 6):
+        g = (rng.standard_normal(5000) * 10.0 ** rng.integers(-10, 2, 5000)).astype(np.float32)
+        p.grad[...] = g
+        opt.step([p])
+        expected = _formula(name, expected, g, state, t)
+        np.testing.assert_array_equal(p.data, expected)
