@@ -100,7 +100,7 @@ class Evaluator:
         still = []
         for future, twin in self._lent:
             if wait or future.done():
-                error = future.exception()  # waits for it; raised by close()
+                error = future.exception()  # waits for it; close() hands it to the run
                 if error is not None:
                     self._errors.append(error)
                 self._free.append(twin)
