@@ -307,15 +307,18 @@ def _train(cfg: Config, result: Result, progress: bool, on_step, helper: bool | 
             settle()  # the snapshots kept are complete
             raise
         finally:
-            error = evaluator.close()  # every evaluation lent to the helper thread is in the history
-            timing["eval_helper_s"] = evaluator.helper_s
-            if bar is not None:
-                bar.close()
-            result.metrics["steps_done"] = done
-            # History up to the last finite step; metrics say which step broke.
-            if result.status == "diverged":
-                result.metrics["diverged_at_step"] = done + 1
-            result.history = _cut(hist, done)
+            error = None
+            try:
+                error = evaluator.close()  # every evaluation lent to the helper thread is in the history
+            finally:  # even if a second Ctrl-C cuts that wait short
+                timing["eval_helper_s"] = evaluator.helper_s
+                if bar is not None:
+                    bar.close()
+                result.metrics["steps_done"] = done
+                # History up to the last finite step; metrics say which step broke.
+                if result.status == "diverged":
+                    result.metrics["diverged_at_step"] = done + 1
+                result.history = _cut(hist, done)
         if error is not None:
             raise error
         if steps and result.status != "diverged":

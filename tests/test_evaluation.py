@@ -135,3 +135,23 @@ def test_a_sweep_offers_its_idle_cores_to_the_running_point(tmp_path):
 
     assert timing(sweep(cfg(), {"seed": [0]}, out=str(tmp_path), workers=2))["eval_helper_s"] > 0  # a core idled
     assert timing(sweep(cfg(), {"seed": [0]}, out=str(tmp_path / "one"), workers=1))["eval_helper_s"] == 0.0
+
+
+def test_a_second_interrupt_while_waiting_for_the_helper_still_cuts_the_history(monkeypatch):
+    """Ctrl-C twice in a notebook: the second lands while the run waits for its helper; the run is
+    still reported as interrupted after the steps it did, its history cut there."""
+    real_close = evaluation.Evaluator.close
+
+    def impatient(self):
+        real_close(self)
+        raise KeyboardInterrupt  # as if the wait had been interrupted
+
+    monkeypatch.setattr(evaluation.Evaluator, "close", impatient)
+
+    def stop(step):
+        if step == 42:
+            raise KeyboardInterrupt
+
+    r = train(cfg(), on_step=stop, spare_cores=1)
+    assert r.status == "interrupted" and r.metrics["steps_done"] == 42
+    assert all(len(r.history[key]) == 42 for key in HISTORY)
