@@ -24,6 +24,7 @@ import numpy as np
 
 from initlab.engine.model import MLP
 from initlab.memory import EVAL_CHUNK
+from initlab.provenance import usable_cores
 
 COPIES = 2  # models the helper may hold: one being evaluated, one waiting; beyond that, evaluate here
 
@@ -47,16 +48,19 @@ class Evaluator:
     """Fills the history's ``eval_loss``, ``eval_acc`` and ``train_acc`` at row ``i`` when called.
 
     ``spare``: how many cores are free right now (a number, or a function asked at every
-    evaluation: a sweep's idle workers change as points finish); with none free, or with the
+    evaluation: a sweep's idle workers change as points finish; None: the cores this process may
+    use, less the one it trains on); with none free, or with the
     helper already holding :data:`COPIES` models, the evaluation runs here. :meth:`close` waits
     for the helper and returns the first error it met (the run fails then, as it would have here).
     ``helper_s`` is the time the helper spent evaluating (``eval_s`` counts only this thread's).
     """
 
-    def __init__(self, hist: dict, loss, x_eval, y_eval, train_x, train_y, spare: SpareCores = 0):
+    def __init__(self, hist: dict, loss, x_eval, y_eval, train_x, train_y, spare: SpareCores = None):
         self.hist, self.loss = hist, loss
         self.sets = (x_eval, y_eval, train_x, train_y)
-        self.spare = spare if callable(spare) else (lambda n=int(spare or 0): n)
+        if spare is None:
+            spare = usable_cores() - 1
+        self.spare = spare if callable(spare) else (lambda n=int(spare): n)
         self.helper_s = 0.0
         self._pool: Optional[ThreadPoolExecutor] = None
         self._free: list = []  # model copies not lent to the helper

@@ -267,10 +267,6 @@ def _train(cfg: Config, result: Result, progress: bool, on_step, helper: bool | 
         result.metrics["steps_done"] = 0
         params = model.params()
         every, eval_every = cfg.record.every, cfg.train.eval_every
-        if spare is None:
-            from initlab.provenance import usable_cores
-
-            spare = usable_cores() - 1
         evaluator = Evaluator(hist, loss, data.x_eval, data.y_eval, data.x_train[:TRAIN_ACC_SAMPLES],
                               data.y_train[:TRAIN_ACC_SAMPLES], spare)
         bar = _progress_bar(steps, cfg.name) if progress and steps else None

@@ -246,10 +246,9 @@ def _meta(stamps: dict) -> dict:
 
 
 def _mapped_shapes(dtype: np.dtype) -> list[tuple[tuple[int, ...], np.dtype]]:
-    """The scaled arrays' (shape, dtype) in `MAPPED_NAMES` order, from `FILES`."""
-    shapes = [shape for _, shape in FILES.values()]
-    return [((shapes[0][0], int(np.prod(shapes[0][1:]))), dtype), (shapes[1], np.dtype(np.int64)),
-            ((shapes[2][0], int(np.prod(shapes[2][1:]))), dtype), (shapes[3], np.dtype(np.int64))]
+    """The scaled arrays' (shape, dtype) in `MAPPED_NAMES` order: images flattened to `dtype`, labels int64."""
+    return [((s[0], int(np.prod(s[1:]))), dtype) if len(s) > 1 else (s, np.dtype(np.int64))
+            for _, s in FILES.values()]
 
 
 def _read_mapped(folder: Path, stamps: dict, dtype: np.dtype) -> tuple[np.ndarray, ...] | None:

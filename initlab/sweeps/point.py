@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -27,13 +28,12 @@ def run_point(task: dict, spare_cores=0) -> dict:
 
         cfg = validate(task["config"])
         figures = bool(task.get("figures"))
+        limit = nullcontext()
         if task.get("limit_threads"):
             from threadpoolctl import threadpool_limits
 
-            with threadpool_limits(1):
-                result = run(cfg, run_dir=task["run_dir"], figures=figures, record_helper=False,
-                             spare_cores=spare_cores)
-        else:  # every core runs a point: no helper process for the snapshots
+            limit = threadpool_limits(1)
+        with limit:  # every core runs a point: no helper process for the snapshots
             result = run(cfg, run_dir=task["run_dir"], figures=figures, record_helper=False,
                          spare_cores=spare_cores)
         steps = result.metrics.get("steps_done", 0)
