@@ -194,3 +194,28 @@ def test_missing_mnist_names_the_fixing_command(runner, monkeypatch, tmp_path):
     res = invoke(runner, "run", "--set", "data.kind=mnist", "--set", "model.width=10")
     assert res.exit_code == 1
     assert "initlab data mnist" in res.stderr and res.stderr.startswith("Error:")
+
+
+def test_the_console_command_freezes_the_heap_on_the_way_out(monkeypatch, capsys):
+    # The installed `initlab` is cli.main() then gc.freeze(), whatever the exit code; `cli.main`
+    # alone (what tests and notebooks call) must not freeze a process that lives on.
+    import gc
+    import tomllib
+
+    import initlab.cli as cli_module
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["initlab"] == "initlab.cli:main"
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    for argv, code in ((["initlab", "--version"], 0), (["initlab", "run", "--set", "nonsense=1"], 2)):
+        monkeypatch.setattr("sys.argv", argv)
+        with pytest.raises(SystemExit) as exc:
+            cli_module.main()
+        assert exc.value.code == code
+    assert frozen == [True, True]
+    assert "unknown key 'nonsense'" in capsys.readouterr().err
+    frozen.clear()
+    CliRunner = pytest.importorskip("click.testing").CliRunner
+    assert CliRunner().invoke(cli, ["--version"]).exit_code == 0
+    assert frozen == []
