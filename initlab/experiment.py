@@ -276,14 +276,14 @@ def _train(cfg: Config, result: Result, progress: bool, on_step, helper: bool | 
             if rec.pending:
                 t = time.perf_counter()
                 idx = batch_rng.integers(0, n, size=bs)
-                rec.settle(model, data.x_train[idx], data.y_train[idx])
+                rec.settle(model, *data.batch(idx))
                 timing["record_s"] += time.perf_counter() - t
 
         try:
             for i in range(steps):
                 t = time.perf_counter()
                 idx = batch_rng.integers(0, n, size=bs)  # with replacement, as the textbook's np.random.choice
-                if not _step(model, loss, opt, params, data.x_train[idx], data.y_train[idx], cfg.train, hist, i, rec):
+                if not _step(model, loss, opt, params, *data.batch(idx), cfg.train, hist, i, rec):
                     result.status = "diverged"
                     break
                 done = i + 1

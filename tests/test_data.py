@@ -54,3 +54,19 @@ def test_teacher_labels_are_learnable_and_balanced_enough():
     d = build(initlab.load_config({"data": {"kind": "teacher", "samples": 2000}}))[0]
     counts = np.bincount(d.y_train, minlength=10)
     assert counts.min() > 0 and counts.max() < 0.5 * len(d.y_train)
+
+
+def test_pixels_must_be_the_bytes_of_the_floats():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (5, 12), dtype=np.uint8)
+    x = pixels.astype(np.float32)
+    x /= np.float32(255)
+    y = np.arange(5)
+    ds = Dataset(x, y, x, y, "classification", 10, pixels)
+    idx = np.array([4, 0, 4, 2])
+    for got, want in zip(ds.batch(idx), (x[idx], y[idx])):
+        np.testing.assert_array_equal(got, want, strict=True)
+    for bad in (pixels[:, ::-1], pixels.astype(np.int16), pixels[:4]):
+        with pytest.raises(ValueError, match="pixels"):
+            Dataset(x, y, x, y, "classification", 10, np.ascontiguousarray(bad))
+    assert standardize(ds).pixels is None  # a transformed set gathers from its own floats

@@ -321,6 +321,61 @@ def test_mapped_cache_of_changed_source_is_not_trusted(files, folder, tmp_path):
     put(folder, TRAIN_Y, idx_gz(2049, new))
     np.testing.assert_array_equal(reload()[1], new)
 
+def test_pixels_are_the_bytes_the_floats_are_scaled_from(files, tmp_path, monkeypatch):
+    from initlab.data.datasets import _scaled
+
+    pixels = mnist.load_mnist_pixels()
+    assert pixels.dtype == np.uint8 and pixels.shape == (6, 784) and not pixels.flags.writeable
+    for dtype in ("float32", "float64"):
+        np.testing.assert_array_equal(_scaled(pixels, np.dtype(dtype)), mnist.load_mnist(dtype)[0], strict=True)
+    (folder,) = (tmp_path / "cache").glob("mnist-*-uint8")
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "x_train.npy"]
+
+    def no_decoding(*args):
+        raise AssertionError("warm pixels must not decode the files")
+
+    monkeypatch.setattr(mnist, "_load_uint8", no_decoding)
+    mnist._MEMO.clear()
+    warm = mnist.load_mnist_pixels()
+    assert isinstance(warm.base, np.memmap)
+    np.testing.assert_array_equal(warm, pixels)
+
+
+def test_damaged_pixel_cache_is_decoded_again(files, tmp_path):
+    expected = mnist.load_mnist_pixels().copy()
+    (folder,) = (tmp_path / "cache").glob("mnist-*-uint8")
+    np.save(folder / "x_train.npy", np.zeros((6, 783), np.uint8))
+    mnist._MEMO.clear()
+    np.testing.assert_array_equal(mnist.load_mnist_pixels(), expected)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_from_pixels_is_bit_identical_to_training_from_floats(files, monkeypatch, dtype):
+    # Minibatches gathered from the bytes, then scaled, are the floats themselves: the same run.
+    import initlab
+    from initlab.data import datasets
+
+    cfg = {"data": {"kind": "mnist", "samples": None, "eval_samples": None},
+           "model": {"depth": 2, "width": 16, "activation": "relu", "dtype": dtype},
+           "init": {"scheme": "he_normal"}, "optimizer": {"name": "adam", "lr": 0.01},
+           "train": {"steps": 30, "batch_size": 4, "eval_every": 10}, "record": {"every": 10, "samples": 6}}
+    runs, scaled = {}, []
+    real_scaled = datasets._scaled
+    monkeypatch.setattr(datasets, "_scaled", lambda p, dt: scaled.append(len(p)) or real_scaled(p, dt))
+    for threshold in (float("inf"), 0):
+        monkeypatch.setattr(datasets, "PIXEL_GATHER_BYTES", threshold)
+        built = datasets.build_dataset(initlab.load_config(cfg).data, np.random.default_rng(0), dtype)
+        assert (built.pixels is None) == (threshold > 0)
+        scaled.clear()
+        runs[threshold] = initlab.run(cfg, progress=False)
+    assert scaled.count(4) >= 30  # the second run's minibatches came from the pixels
+    a, b = runs.values()
+    for key in a.history:
+        np.testing.assert_array_equal(a.history[key], b.history[key], strict=True)
+    assert a.metrics["final"] == b.metrics["final"]
+    np.testing.assert_array_equal(a.model.params().flat.data, b.model.params().flat.data, strict=True)
+
+
 # --- downloading -----------------------------------------------------------------
 
 

@@ -13,9 +13,21 @@ import numpy as np
 from initlab.errors import DataError
 
 
+# Training minibatches come from the images' bytes (Dataset.pixels) when the float training set is at
+# least this big. A minibatch of 128 random MNIST rows gathered from 188 MB of float32 waits on
+# memory (117 µs a step in the training loop); from 47 MB of bytes, then divided by 255, it takes
+# 81 µs. Below ~5,000 images (16 MB) the floats stay in cache and gathering them is faster.
+PIXEL_GATHER_BYTES = 16 * 2**20
+
+
 @dataclass
 class Dataset:
-    """``x_*``: ``(n, features)``; ``y_*``: int labels ``(n,)`` or float targets ``(n, 1)``."""
+    """``x_*``: ``(n, features)``; ``y_*``: int labels ``(n,)`` or float targets ``(n, 1)``.
+
+    ``pixels``: optionally, uint8 images of which ``x_train`` is exactly ``pixels / 255`` in its
+    dtype; :meth:`batch` then gathers from them. Any dataset built from another (standardized,
+    rescaled) leaves it out.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -23,10 +35,30 @@ class Dataset:
     y_eval: np.ndarray
     task: str  # "classification" or "regression"
     n_classes: Optional[int] = None
+    pixels: Optional[np.ndarray] = None
+
+    def __post_init__(self):
+        p, x = self.pixels, self.x_train
+        if p is not None and (p.dtype != np.uint8 or p.shape != x.shape or not np.array_equal(_scaled(p[:1], x.dtype), x[:1])):
+            raise ValueError("Dataset.pixels must be the uint8 images of which x_train is pixels / 255")
 
     @property
     def n_out(self) -> int:
         return self.n_classes if self.task == "classification" else self.y_train.shape[1]
+
+    def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The training examples at ``idx``: ``x_train[idx]`` and ``y_train[idx]``, the same numbers
+        whether gathered from the floats or from ``pixels``."""
+        if self.pixels is None:
+            return self.x_train[idx], self.y_train[idx]
+        return _scaled(self.pixels[idx], self.x_train.dtype), self.y_train[idx]
+
+
+def _scaled(pixels: np.ndarray, dtype) -> np.ndarray:
+    """``pixels / 255`` in ``dtype``, by the operations that made MNIST's float arrays (bit for bit)."""
+    x = pixels.astype(dtype)
+    x /= x.dtype.type(255)
+    return x
 
 
 def teacher(d, rng, dtype) -> Dataset:
@@ -57,15 +89,18 @@ def regression(d, rng, dtype) -> Dataset:
 
 def mnist(d, rng, dtype) -> Dataset:
     """The first ``samples`` training images (all if null) and the first ``eval_samples`` test images."""
-    from initlab.data.mnist import load_mnist
+    from initlab.data.mnist import load_mnist, load_mnist_pixels
 
     x_train, y_train, x_test, y_test = load_mnist(dtype=np.dtype(dtype).name)
     n, m = d.samples or len(x_train), d.eval_samples or len(x_test)
     x_train, x_test = x_train[:n], x_test[:m]
+    pixels = None
     if getattr(d, "pixel_scale", None) == "raw":
         # Back to the files' integers 0–255 (rint undoes the rounding of /255 in float32).
         x_train, x_test = (np.rint(x * 255).astype(x.dtype) for x in (x_train, x_test))
-    return Dataset(x_train, y_train[:n], x_test, y_test[:m], "classification", 10)
+    elif x_train.nbytes >= PIXEL_GATHER_BYTES:
+        pixels = load_mnist_pixels()[:n]
+    return Dataset(x_train, y_train[:n], x_test, y_test[:m], "classification", 10, pixels)
 
 
 DATASETS = {"gaussian": teacher, "mnist": mnist, "regression": regression, "teacher": teacher}

@@ -93,24 +93,53 @@ def load_mnist(dtype="float32") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     if kind != "f":
         raise DataError(f"MNIST dtype must be a float type such as 'float32', got '{dtype}'")
     dtype = np.dtype(dtype)
-    stamps = _stamps()
-    source = (str(mnist_dir()), json.dumps(stamps), _cache_key())
-    for stale in [k for k in _MEMO if k[1:] != source]:
-        del _MEMO[stale]  # the files changed: forget arrays decoded from the old ones
+    stamps, source = _current()
     key = (dtype.str, *source)
     if key not in _MEMO:
         mapped = cache_dir() / f"mnist-{_cache_key()}-{dtype.name}"
-        arrays = _read_mapped(mapped, stamps, dtype) if dtype.name in MAPPED_DTYPES else None
+        expected = dict(zip(MAPPED_NAMES, _mapped_shapes(dtype)))
+        arrays = _read_mapped(mapped, stamps, expected) if dtype.name in MAPPED_DTYPES else None
         if arrays is None:
             x_train, y_train, x_test, y_test = _load_uint8(stamps)
             arrays = (_scale(x_train, dtype), y_train.astype(np.int64),
                       _scale(x_test, dtype), y_test.astype(np.int64))
             if dtype.name in MAPPED_DTYPES:
-                _write_mapped(mapped, arrays, stamps)
-        for a in arrays:
-            a.flags.writeable = False
-        _MEMO[key] = arrays
+                _write_mapped(mapped, dict(zip(MAPPED_NAMES, arrays)), stamps)
+        _MEMO[key] = _read_only(arrays)
     return _MEMO[key]
+
+
+def load_mnist_pixels() -> np.ndarray:
+    """The training images as the files' bytes, `(60000, 784)` uint8, read-only and memoized:
+    `load_mnist(dtype)[0]` is exactly these divided by 255 in `dtype` (`_scale`). Mapped from the
+    cache like the float32 arrays (47 MB, shared by a sweep's workers through the page cache)."""
+    stamps, source = _current()
+    key = ("pixels", *source)
+    if key not in _MEMO:
+        folder = cache_dir() / f"mnist-{_cache_key()}-uint8"
+        shape, kind = _mapped_shapes(np.dtype(np.uint8))[0]
+        arrays = _read_mapped(folder, stamps, {"x_train": (shape, kind)})
+        if arrays is None:
+            arrays = (_load_uint8(stamps)[0].reshape(shape),)
+            _write_mapped(folder, {"x_train": arrays[0]}, stamps)
+        _MEMO[key] = _read_only(arrays)
+    return _MEMO[key][0]
+
+
+def _current() -> tuple[dict, tuple]:
+    """The source files' stamps and the memo's source key; memoized arrays of other sources are dropped
+    (the files changed: forget arrays decoded from the old ones)."""
+    stamps = _stamps()
+    source = (str(mnist_dir()), json.dumps(stamps), _cache_key())
+    for stale in [k for k in _MEMO if k[1:] != source]:
+        del _MEMO[stale]
+    return stamps, source
+
+
+def _read_only(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
 
 
 def fetch_mnist(url: str | None = None, progress: bool = True) -> list[Path]:
@@ -251,27 +280,28 @@ def _mapped_shapes(dtype: np.dtype) -> list[tuple[tuple[int, ...], np.dtype]]:
             for _, s in FILES.values()]
 
 
-def _read_mapped(folder: Path, stamps: dict, dtype: np.dtype) -> tuple[np.ndarray, ...] | None:
-    """The scaled arrays mapped read-only from `folder` if its meta matches `stamps`; else None."""
+def _read_mapped(folder: Path, stamps: dict, expected: dict) -> tuple[np.ndarray, ...] | None:
+    """The arrays named in `expected` (name → (shape, dtype)) mapped read-only from `folder`, in
+    its order, if its meta matches `stamps` and each array its shape and dtype; else None."""
     try:
         if json.loads((folder / "meta.json").read_text()) != _meta(stamps):
             return None
         arrays = tuple(np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False))
-                       for name in MAPPED_NAMES)
+                       for name in expected)
     except Exception:  # missing, truncated or foreign files: decode again and rewrite them
         return None
-    for array, (shape, kind) in zip(arrays, _mapped_shapes(dtype)):
+    for array, (shape, kind) in zip(arrays, expected.values()):
         if array.dtype != kind or array.shape != shape:
             return None
     return arrays
 
 
-def _write_mapped(folder: Path, arrays, stamps: dict) -> None:
-    """Write the scaled arrays, each atomically, and the meta that vouches for them last."""
+def _write_mapped(folder: Path, arrays: dict, stamps: dict) -> None:
+    """Write the arrays (name → array), each atomically, and the meta that vouches for them last."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "meta.json").unlink(missing_ok=True)  # a reader must not trust half-replaced files
-        for name, array in zip(MAPPED_NAMES, arrays):
+        for name, array in arrays.items():
             _atomic(folder / f"{name}.npy", lambda f, a=array: np.save(f, a, allow_pickle=False))
         _atomic(folder / "meta.json", lambda f: f.write(json.dumps(_meta(stamps)).encode()))
     except OSError:
