@@ -196,21 +196,29 @@ def test_missing_mnist_names_the_fixing_command(runner, monkeypatch, tmp_path):
     assert "initlab data mnist" in res.stderr and res.stderr.startswith("Error:")
 
 
-def test_the_console_command_freezes_the_heap_on_the_way_out(monkeypatch, capsys):
-    # The installed `initlab` is cli.main() then gc.freeze(), whatever the exit code; `cli.main`
-    # alone (what tests and notebooks call) must not freeze a process that lives on.
+def test_the_console_command_ends_deaf_to_signals_and_freezes_the_heap(monkeypatch, capsys):
+    # The installed `initlab` is cli.main(), then SIGINT/SIGTERM ignored and gc.freeze(), whatever the
+    # exit code; `cli.main` alone (what tests and notebooks call) must not freeze a process that lives on.
     import gc
+    import signal
 
     import initlab.cli as cli_module
 
     assert 'initlab = "initlab.cli:main"' in (Path(__file__).parents[1] / "pyproject.toml").read_text()
     frozen = []
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
-    for argv, code in ((["initlab", "--version"], 0), (["initlab", "run", "--set", "nonsense=1"], 2)):
-        monkeypatch.setattr("sys.argv", argv)
-        with pytest.raises(SystemExit) as exc:
-            cli_module.main()
-        assert exc.value.code == code
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for argv, code in ((["initlab", "--version"], 0), (["initlab", "run", "--set", "nonsense=1"], 2)):
+            monkeypatch.setattr("sys.argv", argv)
+            with pytest.raises(SystemExit) as exc:
+                cli_module.main()
+            assert exc.value.code == code
+            # a late Ctrl-C or SIGTERM cannot turn the decided exit code into a death by signal
+            assert all(signal.getsignal(s) == signal.SIG_IGN for s in saved)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
     assert frozen == [True, True]
     assert "unknown key 'nonsense'" in capsys.readouterr().err
     frozen.clear()

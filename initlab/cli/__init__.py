@@ -7,6 +7,7 @@ what the commands share.
 from __future__ import annotations
 
 import gc
+import signal
 
 import click
 
@@ -46,8 +47,13 @@ def main():
     try:
         cli.main()
     finally:
-        # The process ends here. Its objects (NumPy arrays, matplotlib's figure machinery) need no
-        # collecting on the way out: frozen, they are skipped by the interpreter's final collections
-        # (0.1 s after a sweep), while atexit handlers and stream flushes still run. Only here, never
-        # in `cli.main` itself: a notebook or a test process calling it lives on and must collect.
+        # The process ends here, its files written and its exit code decided. The interpreter's
+        # teardown puts SIGINT and SIGTERM back to their default actions, so a signal arriving now
+        # (a user pressing Ctrl-C again) would turn exit 130 or 0 into a death by signal: ignore them.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        # Its objects (NumPy arrays, matplotlib's figure machinery) need no collecting on the way out:
+        # frozen, they are skipped by the final collections (0.1 s after a sweep), while atexit
+        # handlers and stream flushes still run. Only here, never in `cli.main` itself: a notebook or
+        # a test process calling it lives on.
         gc.freeze()
