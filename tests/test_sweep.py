@@ -264,3 +264,39 @@ def test_default_worker_count_is_the_number_of_usable_cores():
     from initlab.sweeps.local import LocalBackend
 
     assert LocalBackend().size == len(os.sched_getaffinity(0))
+
+
+def test_room_lets_the_tail_share_the_cores():
+    # Fewer points left waiting than workers: all of them start now, none waits for a worker.
+    from types import SimpleNamespace
+
+    from initlab.sweeps.local import LocalBackend
+
+    two = LocalBackend(2)
+    assert [two.room(q) for q in (0, 1, 2, 3, 4, 5)] == [0, 1, 2, 3, 2, 2]
+    two.workers = [SimpleNamespace(task=0), SimpleNamespace(task=1)]  # both busy
+    assert [two.room(q) for q in (1, 2, 3)] == [1, 0, 0]
+    two.workers[0].task = None  # one free, two waiting: the second would wait alone, so both go
+    assert two.room(2) == 2 and two.room(3) == 1
+    assert [LocalBackend(2, share_tail=False).room(q) for q in (1, 3)] == [1, 2]
+    assert [LocalBackend(1).room(q) for q in (1, 2, 5)] == [1, 1, 1]  # --workers 1: one after another
+    assert [LocalBackend(3).room(q) for q in (4, 5, 6, 7)] == [4, 5, 3, 3]
+
+
+def workers_used(result) -> set:
+    return {p["worker"] for p in read_manifest(result.sweep_dir)["points"]}
+
+
+def test_three_points_on_two_workers_run_side_by_side_unless_memory_forbids(tmp_path, monkeypatch):
+    from initlab.config import load_config
+    from initlab.memory import memory_estimate
+
+    axes = {"model.depth": [2, 3, 4]}
+    shared = initlab.sweep(TINY, axes, out=tmp_path / "a", workers=2)
+    assert len(workers_used(shared)) == 3 and shared.counts["completed"] == 3
+    # Room for two points at once but not three: the sweep runs on two workers, it is not refused.
+    biggest = sum(memory_estimate(load_config({**TINY, "model": {**TINY["model"], "depth": 4}})).values())
+    monkeypatch.setenv("INITLAB_MEMORY_LIMIT", str(int(2.5 * biggest)))
+    apart = initlab.sweep(TINY, axes, out=tmp_path / "b", workers=2)
+    assert len(workers_used(apart)) == 2 and apart.counts["completed"] == 3
+    assert finals(shared) == finals(apart)

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 # Point 0 is short, the others take a second or more (10,000 steps: the watcher polls every 0.05 s
 # and the manifest is flushed every 0.2 s, so points of 2,500 steps could end unseen): the signal
-# arrives while points 1 and 2 run and point 3 waits.
+# arrives while points 1 and 2 run and points 3 and 4 wait (two of them: a single waiting point
+# would start at once beside the running ones, sharing the cores, see initlab/sweeps/local.py).
 CONFIG = {
     "name": "sig",
     "data": {"kind": "teacher", "samples": 1000, "features": 50, "classes": 5, "eval_samples": 200},
@@ -25,7 +26,7 @@ CONFIG = {
     "optimizer": {"lr": 0.05},
     "train": {"batch_size": 50, "eval_every": 500},
     "record": {"samples": 200},
-    "sweep": {"train.steps": [30, 10000, 10001, 10002]},
+    "sweep": {"train.steps": [30, 10000, 10001, 10002, 10003]},
 }
 
 
@@ -99,12 +100,12 @@ def test_a_signal_stops_the_sweep_cleanly_and_resume_finishes_it(tmp_path, sig, 
         if mp["status"] == "interrupted":
             assert "interrupted" in mp["exit_reason"]
     assert f"interrupted by {signal.Signals(sig).name} before it started" == manifest["points"][3]["exit_reason"]
-    assert len(json.loads((d / "summary.json").read_text())) == 4
+    assert len(json.loads((d / "summary.json").read_text())) == 5
     done = metrics_stamps(d)
     assert len(done) == statuses.count("completed")
 
     again = initlab.sweep(resume=d, workers=2)
-    assert again.counts["completed"] == 4 and again.exit_code() == 0
+    assert again.counts["completed"] == 5 and again.exit_code() == 0
     assert {p: p.stat().st_mtime_ns for p in done} == done  # nothing that had completed ran again
     assert sorted(p.name for p in (d / "runs").iterdir()) == sorted(Path(p["run_dir"]).name for p in again.points)
 
@@ -125,9 +126,9 @@ def test_kill_9_loses_nothing_and_runs_nothing_twice(tmp_path):
     done = metrics_stamps(d)
     assert done  # point 0 at least
     again = initlab.sweep(resume=d, workers=2)
-    assert again.counts["completed"] == 4
+    assert again.counts["completed"] == 5
     assert {p: p.stat().st_mtime_ns for p in done} == done
-    assert len(list((d / "runs").iterdir())) == 4
+    assert len(list((d / "runs").iterdir())) == 5
     manifest = read_manifest(d)
     assert all(mp["status"] == "completed" for mp in manifest["points"])
     assert len(manifest["invocations"]) == 2

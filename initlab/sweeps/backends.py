@@ -1,6 +1,6 @@
 """Where the points of a sweep run: :func:`run_point` in local worker processes or on a Dask cluster.
 
-Both backends share one interface (``start``, ``idle``, ``busy``, ``running``, ``submit``,
+Both backends share one interface (``start``, ``idle``, ``room``, ``busy``, ``running``, ``submit``,
 ``poll``, ``interrupt``, ``close``); outcomes are plain dicts, recorded by the sweep's parent.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from initlab.sweeps.dask_backend import DaskBackend
 from initlab.sweeps.local import LocalBackend
 
 
-def make_backend(scheduler: Optional[str] = None, workers: Optional[int] = None, log=None):
+def make_backend(scheduler: Optional[str] = None, workers: Optional[int] = None, log=None, share_tail: bool = True):
     if scheduler:
         return DaskBackend(scheduler, workers, log)
-    return LocalBackend(workers)
+    return LocalBackend(workers, share_tail)

@@ -152,6 +152,9 @@ class DaskBackend:
     def idle(self) -> int:
         return self.capacity - len(self.inflight)
 
+    def room(self, queued: int) -> int:
+        return max(0, min(self.idle(), queued))
+
     def busy(self) -> int:
         return len(self.inflight)
 

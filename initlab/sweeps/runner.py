@@ -44,7 +44,7 @@ from initlab.sweeps.manifest import (
     reconcile,
     write_manifest,
 )
-from initlab.sweeps.plan import check_concurrent_memory, load_plan, make_plan
+from initlab.sweeps.plan import check_concurrent_memory, fits_side_by_side, load_plan, make_plan
 from initlab.sweeps.summary import write_summary
 
 GRACE_S = 10.0  # how long interrupted workers get to save their partial run directory
@@ -109,13 +109,17 @@ def sweep(config=None, axes=None, *, overrides=(), seed=None, seeds=None, out="o
         sweep_dir, manifest, plan = _resumed(Path(resume), config, axes, overrides, seed, seeds)
     else:
         plan = make_plan(config, axes, overrides, seed, seeds)
+    share_tail = False
     if not scheduler:
-        check_concurrent_memory(plan, workers or default_workers())
+        size = workers or default_workers()
+        check_concurrent_memory(plan, size)
+        # a shared tail runs up to 2·size − 1 points at once (sweeps/local.py); only where they fit
+        share_tail = size > 1 and fits_side_by_side(plan, 2 * size - 1)
     from initlab.config import ignored_settings
 
     for note in dict.fromkeys(n for p in plan.points for n in ignored_settings(p.config)):
         log(f"warning: {note}")  # once per distinct message; each point's metrics.json keeps its own
-    backend = make_backend(scheduler, workers, log)
+    backend = make_backend(scheduler, workers, log, share_tail)
     lock = None
     try:
         backend.ready()
@@ -288,9 +292,11 @@ class _Runner:
             if queue:
                 self.backend.start(len(queue))
             while (queue or self.backend.busy()) and self.stop is None:
-                while queue and self.backend.idle() > 0 and self.stop is None:
+                room = self.backend.room(len(queue))
+                while queue and room > 0 and self.stop is None:
                     self._start(queue[0])
                     queue.popleft()  # only once it is out: a point whose submission failed stays queued
+                    room -= 1
                 if not queue and warm is None:
                     # Every point is out: a core frees up as the last ones finish. Import matplotlib now, in
                     # the background, so that drawing sweep.png at the end does not wait for it.
