@@ -378,3 +378,24 @@ def test_pack_refuses_a_parameter_twice_or_mixed_dtypes(bad):
     other = p if bad == "twice" else Parameter("q", np.zeros(3, np.float64))
     with pytest.raises(EngineError, match="distinct and of one dtype"):
         pack([p, other])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normalization_in_place_is_the_formula_bit_for_bit(dtype):
+    # The layers compute (x − μ)/√(σ²+ε)·γ + β step by step in one array; the formula's own
+    # temporaries must give the same bits (a reordered product or a fused multiply-add would not).
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((64, 20)) * 3 + 1).astype(dtype)
+    bn = BatchNorm(20, dtype, eps=1e-5)
+    bn.gamma.data[...] = rng.uniform(0.5, 2, 20)
+    bn.beta.data[...] = rng.standard_normal(20)
+    bn.running_mean[...] = rng.standard_normal(20)
+    bn.running_var[...] = rng.uniform(0.1, 3, 20)
+    g, b = bn.gamma.data, bn.beta.data
+    want = ((x - bn.running_mean) / np.sqrt(bn.running_var + bn.eps)) * g + b
+    np.testing.assert_array_equal(bn.forward(x, train=False), want, strict=True)
+    y = bn.forward(x, train=True)
+    np.testing.assert_array_equal(y, bn.xn * g + b, strict=True)
+    ln = LayerNorm(20, dtype)
+    ln.gamma.data[...], ln.beta.data[...] = g, b
+    np.testing.assert_array_equal(ln.forward(x), ln.xn * g + b, strict=True)
