@@ -272,3 +272,33 @@ def test_in_place_updates_equal_the_formulas_bit_for_bit(name):
         opt.step([p])
         expected = _formula(name, expected, g, state, t)
         np.testing.assert_array_equal(p.data, expected)
+
+
+class _Counting(np.ndarray):
+    """An array that counts the NumPy operations (ufunc calls, in place or not) made on it."""
+
+    calls = 0
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        _Counting.calls += 1
+        plain = [x.view(np.ndarray) if isinstance(x, _Counting) else x for x in inputs]
+        out = kwargs.get("out")
+        if out:
+            kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, _Counting) else o for o in out)
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        return out[0] if out else result  # `v *= x` rebinds v to this: keep it counting
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_update_passes_count_each_rules_operations(name):
+    # UPDATE_PASSES ranks a sweep's points by cost (initlab/sweeps/order.py): it must be what the update does.
+    from initlab.engine.optimizers import UPDATE_PASSES
+
+    w = np.ones(10, np.float32).view(_Counting)
+    p = Parameter("w", w)
+    p.grad = np.full(10, 0.5, np.float32).view(_Counting)
+    opt = make_optimizer(name, 0.01)
+    opt.step([p])  # the first step creates state and scratch arrays
+    _Counting.calls = 0
+    opt.step([p])
+    assert _Counting.calls == UPDATE_PASSES[name]

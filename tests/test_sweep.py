@@ -300,3 +300,19 @@ def test_three_points_on_two_workers_run_side_by_side_unless_memory_forbids(tmp_
     apart = initlab.sweep(TINY, axes, out=tmp_path / "b", workers=2)
     assert len(workers_used(apart)) == 2 and apart.counts["completed"] == 3
     assert finals(shared) == finals(apart)
+
+
+def test_the_costliest_points_start_first_and_keep_their_grid_places(tmp_path):
+    from initlab.sweeps.order import costliest_first
+    from initlab.sweeps.plan import make_plan
+
+    axes = {"optimizer": [{"name": "sgd"}, {"name": "momentum"}, {"name": "adagrad"}, {"name": "adam"}]}
+    plan = make_plan(TINY, axes)
+    assert costliest_first(plan, [0, 1, 2, 3]) == [3, 2, 1, 0]  # Adam's update: 13 passes, SGD's 2
+    assert costliest_first(make_plan(TINY, {"init.gain": [1.0, 0.1, 0.01]}), [0, 1, 2]) == [0, 1, 2]  # ties: grid order
+    assert costliest_first(make_plan(TINY, {"train.steps": [10, 40, 20]}), [0, 1, 2]) == [1, 2, 0]
+    lines = []
+    res = initlab.sweep(TINY, axes, out=tmp_path, workers=1, log=lines.append)
+    finished = [line.split("] ")[1].split(":")[0] for line in lines if line.startswith("[")]
+    assert finished == ["3-adam", "2-adagrad", "1-momentum", "0-sgd"]
+    assert [p["index"] for p in res.points] == [0, 1, 2, 3]  # the summary keeps the grid's order

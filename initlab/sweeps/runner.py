@@ -44,6 +44,7 @@ from initlab.sweeps.manifest import (
     reconcile,
     write_manifest,
 )
+from initlab.sweeps.order import costliest_first
 from initlab.sweeps.plan import check_concurrent_memory, fits_side_by_side, load_plan, make_plan
 from initlab.sweeps.summary import write_summary
 
@@ -133,7 +134,7 @@ def sweep(config=None, axes=None, *, overrides=(), seed=None, seeds=None, out="o
             todo = [p.index for p in plan.points]
             log(f"{sweep_dir}: {len(plan.points)} point{'s' if len(plan.points) != 1 else ''} on {backend.describe}")
         runner = _Runner(sweep_dir, manifest, plan, backend, fail_fast, figures, progress, log)
-        stopped_by = runner.run(todo)
+        stopped_by = runner.run(costliest_first(plan, todo))
     finally:
         backend.close()
         if lock:
