@@ -266,21 +266,20 @@ def test_default_worker_count_is_the_number_of_usable_cores():
     assert LocalBackend().size == len(os.sched_getaffinity(0))
 
 
-def test_room_lets_the_tail_share_the_cores():
-    # Fewer points left waiting than workers: all of them start now, none waits for a worker.
+def test_room_lets_a_short_sweep_share_the_cores():
+    # More points than workers, fewer than twice as many: all start at once, none waits for a worker.
     from types import SimpleNamespace
 
     from initlab.sweeps.local import LocalBackend
 
     two = LocalBackend(2)
     assert [two.room(q) for q in (0, 1, 2, 3, 4, 5)] == [0, 1, 2, 3, 2, 2]
-    two.workers = [SimpleNamespace(task=0), SimpleNamespace(task=1)]  # both busy
-    assert [two.room(q) for q in (1, 2, 3)] == [1, 0, 0]
-    two.workers[0].task = None  # one free, two waiting: the second would wait alone, so both go
-    assert two.room(2) == 2 and two.room(3) == 1
+    two.dispatched = 2  # later in the sweep: one point per free worker
+    two.workers = [SimpleNamespace(task=0), SimpleNamespace(task=None)]
+    assert [two.room(q) for q in (1, 2, 3)] == [1, 1, 1]
     assert [LocalBackend(2, share_tail=False).room(q) for q in (1, 3)] == [1, 2]
     assert [LocalBackend(1).room(q) for q in (1, 2, 5)] == [1, 1, 1]  # --workers 1: one after another
-    assert [LocalBackend(3).room(q) for q in (4, 5, 6, 7)] == [4, 5, 3, 3]
+    assert [LocalBackend(3).room(q) for q in (3, 4, 5, 6, 7)] == [3, 4, 5, 3, 3]
 
 
 def workers_used(result) -> set:

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 # Point 0 is short, the others take a second or more (10,000 steps: the watcher polls every 0.05 s
 # and the manifest is flushed every 0.2 s, so points of 2,500 steps could end unseen). The costliest
 # start first (initlab/sweeps/order.py): the signal arrives once one of points 4 and 3 has completed,
-# while point 2 and the other run and points 1 and 0 wait (two of them: a single waiting point would
-# start at once beside the running ones, sharing the cores, see initlab/sweeps/local.py).
+# while point 2 and the other run and points 1 and 0 wait. Five points on two workers: fewer than
+# four would all start at once, sharing the cores (initlab/sweeps/local.py), and none would wait.
 CONFIG = {
     "name": "sig",
     "data": {"kind": "teacher", "samples": 1000, "features": 50, "classes": 5, "eval_samples": 200},

@@ -35,7 +35,7 @@ def _status(result, code: int) -> str:
               help="Sweep any key over a list (one value: an ordinary override). Repeatable.")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="The base seed (integer ≥ 0); every point uses it.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="Repeat every point with N seeds: seed, seed+1, ...")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: one per core); the last few points may start beside them to keep every core busy.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: one per core); fewer than twice as many points all start at once, sharing the cores.")
 @out_option("Output root; the sweep goes to OUT/NAME/sweep-TIMESTAMP/.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None, metavar="SWEEP_DIR",
               help="Run only the points of SWEEP_DIR that did not finish; keeps their numbering.")
