@@ -50,7 +50,7 @@ class Data(Section):
     kind: str = "gaussian"
     samples: Optional[int] = Field(1000, ge=1)
     features: int = Field(100, ge=1)
-    eval_samples: Optional[int] = Field(1000, ge=1)
+    eval_samples: Optional[int] = Field(1000, ge=0)  # 0: no held-out set (train_acc is still measured)
     standardize: bool = False
     classes: int = Field(10, ge=2, le=10_000)
     noise: float = Field(0.5, ge=0)

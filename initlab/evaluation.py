@@ -76,9 +76,10 @@ class Evaluator:
 
     def _fill(self, i: int, model: MLP, loss) -> None:
         x_eval, y_eval, train_x, train_y = self.sets
-        loss_value, acc = evaluate(model, loss, x_eval, y_eval)
-        self.hist["eval_loss"][i] = loss_value
-        self.hist["eval_acc"][i] = np.nan if acc is None else acc
+        if len(x_eval):  # data.eval_samples: 0 is no held-out set: its columns stay empty
+            loss_value, acc = evaluate(model, loss, x_eval, y_eval)
+            self.hist["eval_loss"][i] = loss_value
+            self.hist["eval_acc"][i] = np.nan if acc is None else acc
         if loss.classifies:
             self.hist["train_acc"][i] = evaluate(model, loss, train_x, train_y)[1]
 

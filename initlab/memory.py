@@ -33,7 +33,7 @@ def memory_estimate(cfg: Config) -> dict[str, int]:
     d, m, t, r = cfg.data, cfg.model, cfg.train, cfg.record
     item = np.dtype(m.dtype).itemsize
     if d.kind == "mnist":
-        n_train, n_eval, n_out = d.samples or 60_000, d.eval_samples or 10_000, 10
+        n_train, n_eval, n_out = d.samples or 60_000, 10_000 if d.eval_samples is None else d.eval_samples, 10
         data = 70_000 * 784 * (1 + item)  # the decoded uint8 files and their scaled copy
     else:
         n_train, n_eval = d.samples, d.eval_samples

@@ -70,3 +70,23 @@ def test_pixels_must_be_the_bytes_of_the_floats():
         with pytest.raises(ValueError, match="pixels"):
             Dataset(x, y, x, y, "classification", 10, np.ascontiguousarray(bad))
     assert standardize(ds).pixels is None  # a transformed set gathers from its own floats
+
+
+def test_no_held_out_set_leaves_its_columns_empty_and_still_measures_training_accuracy(tmp_path):
+    from initlab.plots.run import loss_figure
+
+    cfg = {"data": {"kind": "teacher", "samples": 200, "features": 8, "classes": 3, "eval_samples": 0},
+           "model": {"depth": 2, "width": 8, "activation": "relu"},
+           "train": {"steps": 30, "batch_size": 20, "eval_every": 10}, "record": {"samples": 100}}
+    with pytest.raises(initlab.ConfigError, match="eval_samples"):
+        initlab.load_config({"data": {"eval_samples": -1}})
+    data = build(initlab.load_config(cfg))[0]
+    assert data.x_eval.shape == (0, 8) and len(data.y_eval) == 0
+    result = initlab.run(cfg, out=tmp_path)
+    h = result.history
+    assert np.isnan(h["eval_loss"]).all() and np.isnan(h["eval_acc"]).all()
+    assert list(np.flatnonzero(np.isfinite(h["train_acc"])) + 1) == [10, 20, 30]
+    final = result.metrics["final"]
+    assert final["eval_loss"] is None and final["eval_acc"] is None and 0 <= final["train_acc"] <= 1
+    fig = loss_figure(result.run_dir)  # the accuracy panel shows training accuracy alone
+    assert len(fig.axes) == 2 and [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["train (eval mode)"]

@@ -341,6 +341,17 @@ def test_pixels_are_the_bytes_the_floats_are_scaled_from(files, tmp_path, monkey
     np.testing.assert_array_equal(warm, pixels)
 
 
+def test_eval_samples_zero_is_no_test_images_and_null_all_of_them(files):
+    import initlab
+    from initlab.data.datasets import build_dataset
+
+    def held_out(n):
+        d = initlab.load_config({"data": {"kind": "mnist", "samples": None, "eval_samples": n}}).data
+        return len(build_dataset(d, np.random.default_rng(0), "float32").x_eval)
+
+    assert [held_out(0), held_out(3), held_out(None)] == [0, 3, 4]
+
+
 def test_damaged_pixel_cache_is_decoded_again(files, tmp_path):
     expected = mnist.load_mnist_pixels().copy()
     (folder,) = (tmp_path / "cache").glob("mnist-*-uint8")

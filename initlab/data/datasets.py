@@ -92,7 +92,7 @@ def mnist(d, rng, dtype) -> Dataset:
     from initlab.data.mnist import load_mnist, load_mnist_pixels
 
     x_train, y_train, x_test, y_test = load_mnist(dtype=np.dtype(dtype).name)
-    n, m = d.samples or len(x_train), d.eval_samples or len(x_test)
+    n, m = d.samples or len(x_train), len(x_test) if d.eval_samples is None else d.eval_samples
     x_train, x_test = x_train[:n], x_test[:m]
     pixels = None
     if getattr(d, "pixel_scale", None) == "raw":

@@ -101,7 +101,9 @@ def loss_figure(run_dir, cfg=None, metrics=None):
     its loss became non-finite (``diverged_at_step`` in metrics.json)."""
     run_dir, cfg, metrics = _load(run_dir, cfg, metrics)
     h = _history(run_dir)
-    has_acc = "eval_acc" in h and np.isfinite(h["eval_acc"]).any()
+    # accuracy where measured: training accuracy also without a held-out set (data.eval_samples: 0)
+    accs = [k for k in ("train_acc", "eval_acc") if k in h and np.isfinite(h[k]).any()]
+    has_acc = bool(accs)
     fig = figure(11 if has_acc else 6.5, 4.2)
     axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
     ax = axes[0]
@@ -135,6 +137,8 @@ def loss_figure(run_dir, cfg=None, metrics=None):
     if has_acc:
         ax = axes[1]
         for key, color, label in (("train_acc", "#55A868", "train (eval mode)"), ("eval_acc", "#DD8452", "held-out")):
+            if key not in accs:
+                continue
             ok = np.isfinite(h[key])
             ax.plot(steps[ok], h[key][ok], "o-", color=color, ms=3.5, lw=1.2, label=label)
         ax.set_ylim(0, 1.02)

@@ -26,7 +26,8 @@ def work_estimate(cfg) -> float:
     """Roughly the multiply-adds a run of ``cfg`` performs (for ranking points, not for display)."""
     d, m, t, r = cfg.data, cfg.model, cfg.train, cfg.record
     if d.kind == "mnist":
-        features, n_out, n_train, n_eval = 784, 10, d.samples or 60_000, d.eval_samples or 10_000
+        features, n_out, n_train = 784, 10, d.samples or 60_000
+        n_eval = 10_000 if d.eval_samples is None else d.eval_samples
     else:
         features, n_out, n_train, n_eval = d.features, 1 if d.kind == "regression" else d.classes, d.samples, d.eval_samples
     widths = [features, *m.widths, n_out]
