@@ -14,7 +14,9 @@ into start-up (a fresh `initlab` process importing the CLI, measured separately)
 core-seconds): data and model (`build_s`), training (`train_s`), evaluation (`eval_s`; and `eval_helper_s`, done beside training),
 recording (`record_s` minus evaluation and analysis), analysis (`analysis_s`: mean-field
 prediction and Jacobian at init), and files and figures (the point's duration minus its run).
-With W workers, a perfectly packed sweep takes about start-up + (sum over points) / W.
+With W workers, a perfectly packed sweep takes about start-up + (sum over points) / W. A sweep of
+fewer than 2W points runs them all at once (initlab/sweeps/local.py): its points' phases are then
+wall seconds of processes that share the cores, more than the core-seconds they used.
 """
 import argparse
 import json
@@ -111,7 +113,7 @@ def main():
                     continue
                 print(f"\n{name}: {wall:.1f} s with {args.workers} workers "
                       f"(textbook ≈ {REFERENCE_S[name]:.0f} s → {REFERENCE_S[name] / wall:.1f}× faster)")
-                _details(result, startup)
+                _details(result, startup, args.workers)
     print(f"\nsummary (median of {max(1, args.repeat)} interleaved runs; load average {min(loads):.2f}–{max(loads):.2f}; "
           f"goal ≥ {GOAL_X}× the book's code)")
     for name, ws in walls.items():
@@ -121,12 +123,14 @@ def main():
               f"goal ≤ {goal:.1f} s: {'met' if wall <= goal else 'NOT met'}")
 
 
-def _details(result, startup):
+def _details(result, startup, workers):
     """The first run's results per point and its phase split."""
     for point in result["points"]:
         print("   " + describe(point))
     split = phases(result)
-    print(f"   start-up {startup:.2f} s; per point, summed (core-s): "
+    shared = workers < len(result["points"]) < 2 * workers
+    unit = "wall-s of processes sharing the cores" if shared else "core-s"
+    print(f"   start-up {startup:.2f} s; per point, summed ({unit}): "
           + ", ".join(f"{k} {v:.2f}" for k, v in split.items())
           + f"; points {len(result['points'])}, load {os.getloadavg()[0]:.2f}")
 
