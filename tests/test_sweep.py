@@ -277,7 +277,7 @@ def test_room_lets_a_short_sweep_share_the_cores():
     two.dispatched = 2  # later in the sweep: one point per free worker
     two.workers = [SimpleNamespace(task=0), SimpleNamespace(task=None)]
     assert [two.room(q) for q in (1, 2, 3)] == [1, 1, 1]
-    assert [LocalBackend(2, share_tail=False).room(q) for q in (1, 3)] == [1, 2]
+    assert [LocalBackend(2, share_cores=False).room(q) for q in (1, 3)] == [1, 2]
     assert [LocalBackend(1).room(q) for q in (1, 2, 5)] == [1, 1, 1]  # --workers 1: one after another
     assert [LocalBackend(3).room(q) for q in (3, 4, 5, 6, 7)] == [3, 4, 5, 3, 3]
 

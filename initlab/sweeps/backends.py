@@ -11,7 +11,7 @@ from initlab.sweeps.dask_backend import DaskBackend
 from initlab.sweeps.local import LocalBackend
 
 
-def make_backend(scheduler: Optional[str] = None, workers: Optional[int] = None, log=None, share_tail: bool = True):
+def make_backend(scheduler: Optional[str] = None, workers: Optional[int] = None, log=None, share_cores: bool = True):
     if scheduler:
         return DaskBackend(scheduler, workers, log)
-    return LocalBackend(workers, share_tail)
+    return LocalBackend(workers, share_cores)

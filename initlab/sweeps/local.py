@@ -7,7 +7,7 @@ Only at the start: later, a worker that frees up is about to be followed by the 
 started together end together), and a process started beside them would cost its start-up (0.3–0.5
 s of imports on a busy machine) for little. Results stay the same (one BLAS thread per process,
 whatever the count). With ``--workers 1`` points run strictly one after another. A sweep whose
-points would not fit in memory side by side does not share (``share_tail``).
+points would not fit in memory side by side does not share (``share_cores``).
 """
 from __future__ import annotations
 
@@ -159,11 +159,11 @@ class LocalBackend:
 
     limit_threads = False
 
-    def __init__(self, workers: Optional[int] = None, share_tail: bool = True):
+    def __init__(self, workers: Optional[int] = None, share_cores: bool = True):
         import multiprocessing as mp
 
         self.size = workers or default_workers()
-        self.share_tail = share_tail
+        self.share_cores = share_cores
         self.dispatched = 0  # points handed to workers so far
         # spawn: a clean interpreter per worker (no inherited threads or locks); started once per sweep.
         self.ctx = mp.get_context("spawn")
@@ -181,7 +181,7 @@ class LocalBackend:
         pass  # local processes start with the first points
 
     def start(self, n_tasks: int) -> None:
-        while len(self.workers) < min(self.size, n_tasks):  # a shared tail's extra workers start as needed
+        while len(self.workers) < min(self.size, n_tasks):  # a sweep sharing the cores starts its extra workers as they are needed
             self.workers.append(_Worker(self.ctx, self.spare))
 
     def idle(self) -> int:
@@ -193,7 +193,7 @@ class LocalBackend:
     def room(self, queued: int) -> int:
         """How many of ``queued`` points to start now: one per free worker, and at the start of a
         sweep of fewer than ``2·size`` points all of them (they share the cores; module docstring)."""
-        if self.share_tail and not self.dispatched and self.size < queued < 2 * self.size:
+        if self.share_cores and not self.dispatched and self.size < queued < 2 * self.size:
             return queued
         return max(0, min(self.idle(), queued))
 

@@ -110,17 +110,17 @@ def sweep(config=None, axes=None, *, overrides=(), seed=None, seeds=None, out="o
         sweep_dir, manifest, plan = _resumed(Path(resume), config, axes, overrides, seed, seeds)
     else:
         plan = make_plan(config, axes, overrides, seed, seeds)
-    share_tail = False
+    share_cores = False
     if not scheduler:
         size = workers or default_workers()
         check_concurrent_memory(plan, size)
-        # a shared tail runs up to 2·size − 1 points at once (sweeps/local.py); only where they fit
-        share_tail = size > 1 and fits_side_by_side(plan, 2 * size - 1)
+        # a short sweep shares the cores: up to 2·size − 1 points at once (sweeps/local.py), where they fit
+        share_cores = size > 1 and fits_side_by_side(plan, 2 * size - 1)
     from initlab.config import ignored_settings
 
     for note in dict.fromkeys(n for p in plan.points for n in ignored_settings(p.config)):
         log(f"warning: {note}")  # once per distinct message; each point's metrics.json keeps its own
-    backend = make_backend(scheduler, workers, log, share_tail)
+    backend = make_backend(scheduler, workers, log, share_cores)
     lock = None
     try:
         backend.ready()
