@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import numpy as np
 
@@ -34,6 +35,9 @@ SLOTS = 8  # snapshots in flight at most (weights in shared memory: SLOTS × the
 # A helper that answers nothing for this long is taken for stuck (stopped, say) and abandoned; a
 # snapshot takes milliseconds, or seconds for the largest nets initlab accepts.
 HELPER_TIMEOUT_S = 120.0
+# A helper told to stop (or killed) leaves within milliseconds; one that has not after this long
+# (stopped by SIGSTOP, say) is killed, so that closing a run never waits on it for ever.
+REAP_S = 5.0
 # A helper pays for itself when the snapshots it takes over are worth more than starting it (a fork:
 # milliseconds, more for a process holding MNIST): at least this many multiply-adds of the probe's
 # forward passes over the run, plus 50 per hidden value for the histograms and moments. The
@@ -203,11 +207,18 @@ class BackgroundRecorder(Recorder):
 
     def _reap(self) -> None:
         pid, self._pid = self._pid, None
-        if pid is not None:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+        if pid is None:
+            return
+        deadline = time.monotonic() + REAP_S
+        try:
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    return
+                time.sleep(0.001)
+        except ChildProcessError:
+            pass
 
     def _measure_here(self) -> None:
         """Measure the snapshots still in flight from their slots, then put the model's weights back."""

@@ -102,6 +102,26 @@ def test_a_helper_that_dies_loses_no_snapshot_and_leaves_the_weights_alone():
     _assert_same_snapshots(bg.snapshots, plain.snapshots)
 
 
+def test_closing_never_waits_for_ever_on_a_helper_that_does_not_leave(monkeypatch):
+    import time
+
+    import initlab.recorder_process as rp
+
+    model, loss, data, bg, plain = _model_and_recorders()
+    bg.snapshot(model, 0)
+    bg.collect()
+    while bg._waiting:  # its answer is in: nothing in flight
+        bg._receive_one()
+    pid = bg._pid
+    os.kill(pid, signal.SIGSTOP)  # it cannot read "stop" any more
+    monkeypatch.setattr(rp, "REAP_S", 0.3)
+    t = time.monotonic()
+    bg.close()
+    assert time.monotonic() - t < 5 and bg._pid is None
+    with pytest.raises(ChildProcessError):  # killed and reaped: no zombie, no stray process
+        os.waitpid(pid, os.WNOHANG)
+
+
 def test_which_runs_get_a_helper(monkeypatch):
     """Runs whose snapshots are worth more than starting a process (the benchmark's), on two or more cores."""
     big = {"data": {"kind": "teacher", "samples": 2000, "features": 784},
