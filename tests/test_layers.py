@@ -399,3 +399,30 @@ def test_normalization_in_place_is_the_formula_bit_for_bit(dtype):
     ln = LayerNorm(20, dtype)
     ln.gamma.data[...], ln.beta.data[...] = g, b
     np.testing.assert_array_equal(ln.forward(x), ln.xn * g + b, strict=True)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "leaky_relu"])
+def test_backward_reuses_only_its_own_arrays(activation):
+    # MLP.backward lets φ's backward write into the arrays the layers hand each other (one allocation
+    # fewer a layer): the same gradients as without, and the caller's dout left as it was.
+    from initlab.engine.model import InitSpec, build_mlp
+
+    rng = np.random.default_rng(0)
+    model = build_mlp(12, 3, [8, 8, 8], activation, InitSpec("he_normal"), rng)
+    x, dout = rng.standard_normal((5, 12)).astype(np.float32), rng.standard_normal((5, 3)).astype(np.float32)
+    model.forward(x, train=True)
+    kept = dout.copy()
+    dx = model.backward(dout)
+    grads = [p.grad.copy() for p in model.params()]
+    np.testing.assert_array_equal(dout, kept, strict=True)
+    d = dout  # the same pass, layer by layer, nothing overwritten
+    for layer in model._layers[::-1]:
+        d = layer.backward(d)
+    np.testing.assert_array_equal(d, dx, strict=True)
+    for g, p in zip(grads, model.params()):
+        np.testing.assert_array_equal(g, p.grad, strict=True)
+    act = model.blocks[-1].act
+    z_before = act.z.copy()
+    mine = rng.standard_normal(act.z.shape).astype(np.float32)
+    out = act.backward(mine, overwrite=True)
+    assert out is mine and np.array_equal(act.z, z_before)  # overwrite: dout's memory, never z's

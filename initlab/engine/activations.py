@@ -36,9 +36,12 @@ class Activation:
     dead: Optional[Callable[[np.ndarray], np.ndarray]] = None
     fused: Optional[Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = None  # dout·φ'(z) in one pass
 
-    def backprop(self, dout: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-        """``dout · φ'(z)``: what the backward pass sends on through φ (``a = φ(z)``)."""
-        return self.fused(dout, z, a) if self.fused is not None else dout * self.grad(z, a)
+    def backprop(self, dout: np.ndarray, z: np.ndarray, a: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """``dout · φ'(z)``: what the backward pass sends on through φ (``a = φ(z)``), into ``out`` if given
+        (``dout`` itself, when the caller owns it: one array fewer, the same values)."""
+        if self.fused is not None:
+            return self.fused(dout, z, a, out)
+        return np.multiply(dout, self.grad(z, a), out=out)
 
     @property
     def has_dead_units(self) -> bool:
@@ -90,9 +93,9 @@ def _relu_grad(z, a):
     return (z > 0).astype(z.dtype)
 
 
-def _relu_backprop(dout, z, a):
+def _relu_backprop(dout, z, a, out=None):
     # dout·[z > 0] without φ' as an array of its own: one pass instead of two (the same values)
-    return np.multiply(dout, z > 0)
+    return np.multiply(dout, z > 0, out=out)
 
 
 def _leaky_relu(z, slope=LEAKY_SLOPE):

@@ -1,7 +1,8 @@
 """Layers with ``forward(x, train)`` / ``backward(dout)``.
 
 Shapes: inputs are ``(n_ex, n_in)``, outputs ``(n_ex, n_out)``. Each layer caches exactly what
-its backward pass needs and never writes into the arrays it is given. Parameters are
+its backward pass needs and never writes into the arrays it is given (unless told it owns one:
+``ActivationLayer.backward(dout, overwrite=True)``, which ``MLP.backward`` uses). Parameters are
 :class:`Parameter` objects whose ``grad`` buffer is filled by ``backward``.
 """
 from __future__ import annotations
@@ -279,12 +280,15 @@ class ActivationLayer:
         self.a = self.activation.fn(z)
         return self.a
 
-    def backward(self, dout):
+    def backward(self, dout, overwrite=False):
+        """d loss/d z from ``dout``; with ``overwrite``, computed in ``dout``'s own memory (the caller
+        owns it and needs it no more: :meth:`MLP.backward` for the arrays the layers hand each other)."""
         if self.z is None:
             raise EngineError(f"{self.name}: backward called before forward")
         if not isinstance(dout, np.ndarray) or dout.shape != self.z.shape:
             raise EngineError(f"{self.name}: backward expects dout of shape {self.z.shape}, got {getattr(dout, 'shape', dout)}")
-        return self.activation.backprop(dout, self.z, self.a)
+        out = dout if overwrite and dout.dtype == np.result_type(dout, self.z) else None
+        return self.activation.backprop(dout, self.z, self.a, out)
 
     def __repr__(self) -> str:
         return f"ActivationLayer({self.activation.name})"

@@ -82,8 +82,10 @@ class MLP:
         nobody needs it, to skip the first layer's largest product (it returns None then).
         """
         layers = self._layers
+        owned = False  # the caller's dout is theirs; the arrays layers return are this pass's own
         for layer in layers[:0:-1]:
-            dout = layer.backward(dout)
+            dout = layer.backward(dout, overwrite=True) if owned and type(layer) is ActivationLayer else layer.backward(dout)
+            owned = True
         return layers[0].backward(dout, input_grad=input_grad)
 
     def _batchnorms(self) -> list[BatchNorm]:
