@@ -17,9 +17,9 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 # Point 0 is short, the others take a second or more (10,000 steps: the watcher polls every 0.05 s
 # and the manifest is flushed every 0.2 s, so points of 2,500 steps could end unseen). The costliest
-# start first (initlab/sweeps/order.py): the signal arrives once one of points 4 and 3 has completed,
-# while point 2 and the other run and points 1 and 0 wait. Five points on two workers: fewer than
-# four would all start at once, sharing the cores (initlab/sweeps/local.py), and none would wait.
+# start first (initlab/sweeps/order.py): the signal arrives once point 4 or 3 has completed, while
+# later ones run and point 0 (at least) waits. Five points on two workers: fewer than four would all
+# start at once, sharing the cores (initlab/sweeps/local.py), and none would wait.
 CONFIG = {
     "name": "sig",
     "data": {"kind": "teacher", "samples": 1000, "features": 50, "classes": 5, "eval_samples": 200},
@@ -100,9 +100,9 @@ def test_a_signal_stops_the_sweep_cleanly_and_resume_finishes_it(tmp_path, sig, 
     for mp in manifest["points"]:
         if mp["status"] == "interrupted":
             assert "interrupted" in mp["exit_reason"]
-    # the costliest points start first (initlab/sweeps/order.py): the two shortest were still waiting
-    waiting = [mp["exit_reason"] for mp in manifest["points"][:2]]
-    assert waiting == [f"interrupted by {signal.Signals(sig).name} before it started"] * 2
+    # the costliest points start first (initlab/sweeps/order.py): the shortest was still waiting (point 1
+    # too, unless points 4 and 3 ended together and it started just before the signal)
+    assert manifest["points"][0]["exit_reason"] == f"interrupted by {signal.Signals(sig).name} before it started"
     assert len(json.loads((d / "summary.json").read_text())) == 5
     done = metrics_stamps(d)
     assert len(done) == statuses.count("completed")
