@@ -32,12 +32,10 @@ def memory_estimate(cfg: Config) -> dict[str, int]:
     """
     d, m, t, r = cfg.data, cfg.model, cfg.train, cfg.record
     item = np.dtype(m.dtype).itemsize
+    n_train, n_eval, n_out = data_sizes(d)
     if d.kind == "mnist":
-        n_train, n_eval, n_out = d.samples or 60_000, 10_000 if d.eval_samples is None else d.eval_samples, 10
         data = 70_000 * 784 * (1 + item)  # the decoded uint8 files and their scaled copy
     else:
-        n_train, n_eval = d.samples, d.eval_samples
-        n_out = 1 if d.kind == "regression" else d.classes
         data = (n_train + n_eval) * (d.features * (8 + item) + 8 * n_out)
     if d.standardize:
         data += (n_train + n_eval) * d.features * (8 + item)
@@ -49,6 +47,13 @@ def memory_estimate(cfg: Config) -> dict[str, int]:
     snapshots = 2 + (t.steps // r.every if r.every else 0)
     history = t.steps * (6 * 8 + 120) + snapshots * m.depth * (4 * r.bins + 20) * 8
     return {"data": data, "activations": activations, "parameters": params, "history": history}
+
+
+def data_sizes(d) -> tuple[int, int, int]:
+    """Training examples, held-out examples and outputs of a config's ``data`` section."""
+    if d.kind == "mnist":
+        return d.samples or 60_000, 10_000 if d.eval_samples is None else d.eval_samples, 10
+    return d.samples, d.eval_samples, 1 if d.kind == "regression" else d.classes
 
 
 def memory_limit() -> Optional[int]:
@@ -115,3 +120,33 @@ def check_memory(cfg: Config, limit: Optional[int] = None) -> int:
             f"but {_size(limit)} is available; make it smaller (or set {MEMORY_ENV})"
         )
     return total
+
+
+def check_concurrent_memory(configs: list[Config], workers: int) -> None:
+    """Refuse a grid whose ``workers`` largest points cannot fit in memory side by side.
+
+    Each point was checked alone when the plan was built; the workers of a local sweep run at
+    the same time on one machine, so what must fit is the sum of the biggest ones that may overlap.
+    """
+    from initlab.errors import ConfigError
+
+    limit = memory_limit()
+    if limit is None or workers <= 1 or len(configs) <= 1:
+        return
+    k = min(workers, len(configs))
+    sizes = _largest(configs, k)
+    if sum(sizes) > limit:
+        mib = 2 ** 20
+        raise ConfigError(f"memory: {k} workers running the largest points at once need about "
+                          f"{sum(sizes) / mib:.0f} MiB but {limit / mib:.0f} MiB is available; "
+                          f"use fewer --workers (each point needs up to {sizes[0] / mib:.0f} MiB) or set {MEMORY_ENV}")
+
+
+def fits_side_by_side(configs: list[Config], k: int) -> bool:
+    """Whether the ``k`` largest of ``configs`` fit in memory at once (always, without a limit)."""
+    limit = memory_limit()
+    return limit is None or sum(_largest(configs, k)) <= limit
+
+
+def _largest(configs: list[Config], k: int) -> list[int]:
+    return sorted((sum(memory_estimate(c).values()) for c in configs), reverse=True)[:k]

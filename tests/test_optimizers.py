@@ -302,3 +302,16 @@ def test_update_passes_count_each_rules_operations(name):
     _Counting.calls = 0
     opt.step([p])
     assert _Counting.calls == UPDATE_PASSES[name]
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_a_fresh_state_gets_fresh_scratch_arrays(name):
+    # Scratch arrays are kept per state entry; a new state (new parameters) must not inherit old ones.
+    opt = make_optimizer(name, 0.01)
+    small = Parameter("a", np.ones(3, np.float32))
+    opt.step([small])
+    opt.state = []  # start over, as for another model
+    big = Parameter("b", np.ones((4, 5), np.float32))
+    big.grad[...] = 0.5
+    opt.step([big])
+    assert big.data.shape == (4, 5) and np.all(big.data < 1)

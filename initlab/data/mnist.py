@@ -93,53 +93,43 @@ def load_mnist(dtype="float32") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     if kind != "f":
         raise DataError(f"MNIST dtype must be a float type such as 'float32', got '{dtype}'")
     dtype = np.dtype(dtype)
-    stamps, source = _current()
-    key = (dtype.str, *source)
-    if key not in _MEMO:
-        mapped = cache_dir() / f"mnist-{_cache_key()}-{dtype.name}"
-        expected = dict(zip(MAPPED_NAMES, _mapped_shapes(dtype)))
-        arrays = _read_mapped(mapped, stamps, expected) if dtype.name in MAPPED_DTYPES else None
-        if arrays is None:
-            x_train, y_train, x_test, y_test = _load_uint8(stamps)
-            arrays = (_scale(x_train, dtype), y_train.astype(np.int64),
-                      _scale(x_test, dtype), y_test.astype(np.int64))
-            if dtype.name in MAPPED_DTYPES:
-                _write_mapped(mapped, dict(zip(MAPPED_NAMES, arrays)), stamps)
-        _MEMO[key] = _read_only(arrays)
-    return _MEMO[key]
+
+    def decode(stamps):
+        x_train, y_train, x_test, y_test = _load_uint8(stamps)
+        return _scale(x_train, dtype), y_train.astype(np.int64), _scale(x_test, dtype), y_test.astype(np.int64)
+
+    expected = dict(zip(MAPPED_NAMES, _mapped_shapes(dtype)))
+    return _memoized(dtype.name, expected, decode, mapped=dtype.name in MAPPED_DTYPES)
 
 
 def load_mnist_pixels() -> np.ndarray:
     """The training images as the files' bytes, `(60000, 784)` uint8, read-only and memoized:
     `load_mnist(dtype)[0]` is exactly these divided by 255 in `dtype` (`_scale`). Mapped from the
     cache like the float32 arrays (47 MB, shared by a sweep's workers through the page cache)."""
-    stamps, source = _current()
-    key = ("pixels", *source)
-    if key not in _MEMO:
-        folder = cache_dir() / f"mnist-{_cache_key()}-uint8"
-        shape, kind = _mapped_shapes(np.dtype(np.uint8))[0]
-        arrays = _read_mapped(folder, stamps, {"x_train": (shape, kind)})
-        if arrays is None:
-            arrays = (_load_uint8(stamps)[0].reshape(shape),)
-            _write_mapped(folder, {"x_train": arrays[0]}, stamps)
-        _MEMO[key] = _read_only(arrays)
-    return _MEMO[key][0]
+    shape, kind = _mapped_shapes(np.dtype(np.uint8))[0]
+    return _memoized("uint8", {"x_train": (shape, kind)}, lambda stamps: (_load_uint8(stamps)[0].reshape(shape),))[0]
 
 
-def _current() -> tuple[dict, tuple]:
-    """The source files' stamps and the memo's source key; memoized arrays of other sources are dropped
-    (the files changed: forget arrays decoded from the old ones)."""
+def _memoized(name: str, expected: dict, decode, mapped: bool = True) -> tuple[np.ndarray, ...]:
+    """The arrays named in ``expected`` (name → (shape, dtype)), read-only and memoized per process:
+    mapped from ``mnist-<key>-<name>/`` in the cache when it vouches for the current files, else
+    ``decode(stamps)`` and (``mapped``) written there for the next process."""
     stamps = _stamps()
     source = (str(mnist_dir()), json.dumps(stamps), _cache_key())
     for stale in [k for k in _MEMO if k[1:] != source]:
-        del _MEMO[stale]
-    return stamps, source
-
-
-def _read_only(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    for a in arrays:
-        a.flags.writeable = False
-    return arrays
+        del _MEMO[stale]  # the files changed: forget arrays decoded from the old ones
+    key = (name, *source)
+    if key not in _MEMO:
+        folder = cache_dir() / f"mnist-{_cache_key()}-{name}"
+        arrays = _read_mapped(folder, stamps, expected) if mapped else None
+        if arrays is None:
+            arrays = decode(stamps)
+            if mapped:
+                _write_mapped(folder, dict(zip(expected, arrays)), stamps)
+        for a in arrays:
+            a.flags.writeable = False
+        _MEMO[key] = arrays
+    return _MEMO[key]
 
 
 def fetch_mnist(url: str | None = None, progress: bool = True) -> list[Path]:

@@ -34,6 +34,7 @@ class Optimizer:
         items = [flat] if flat is not None else params
         if not self.state:
             self.state = [self.init_state(p.data) for p in items]
+            self._scratch = {}  # keyed by id(state): a new state must not meet an old one's arrays
         elif len(self.state) != len(items):
             raise EngineError(f"optimizer.step got {len(items)} parameter arrays, {len(self.state)} before: pass the same list")
         self.t += 1

@@ -14,7 +14,7 @@ the optimizer and of normalization layers, each pass priced like ``ELEMENT_PASS`
 from __future__ import annotations
 
 from initlab.engine.optimizers import UPDATE_PASSES
-from initlab.memory import TRAIN_ACC_SAMPLES
+from initlab.memory import TRAIN_ACC_SAMPLES, data_sizes
 
 # A pass over one float (read, compute, write; memory-bound at ~90 GB/s) costs about what 18
 # multiply-adds do in OpenBLAS's products (~130 GFLOP/s) on the machines initlab was measured on.
@@ -25,12 +25,8 @@ NORM_PASSES = 12  # a BatchNorm/LayerNorm unit's forward and backward per exampl
 def work_estimate(cfg) -> float:
     """Roughly the multiply-adds a run of ``cfg`` performs (for ranking points, not for display)."""
     d, m, t, r = cfg.data, cfg.model, cfg.train, cfg.record
-    if d.kind == "mnist":
-        features, n_out, n_train = 784, 10, d.samples or 60_000
-        n_eval = 10_000 if d.eval_samples is None else d.eval_samples
-    else:
-        features, n_out, n_train, n_eval = d.features, 1 if d.kind == "regression" else d.classes, d.samples, d.eval_samples
-    widths = [features, *m.widths, n_out]
+    n_train, n_eval, n_out = data_sizes(d)
+    widths = [d.features, *m.widths, n_out]
     macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))  # one example's forward pass
     params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
     norm = NORM_PASSES * ELEMENT_PASS * sum(m.widths) if (m.batchnorm or m.layernorm) else 0

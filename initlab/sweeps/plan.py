@@ -419,40 +419,6 @@ def _name_points(points: list[Point], name: str) -> None:
         p.run_dir = f"runs/{p.index:0{width}d}-{slug}"
 
 
-def check_concurrent_memory(plan: Plan, workers: int) -> None:
-    """Refuse a grid whose ``workers`` largest points cannot fit in memory side by side.
-
-    Each point was checked alone when the plan was built; the workers of a local sweep run at
-    the same time on one machine, so what must fit is the sum of the biggest ones that may overlap.
-    """
-    from initlab.memory import MEMORY_ENV, memory_limit
-
-    limit = memory_limit()
-    if limit is None or workers <= 1 or len(plan.points) <= 1:
-        return
-    k = min(workers, len(plan.points))
-    sizes = _largest_points(plan, k)
-    if sum(sizes) > limit:
-        mib = 2 ** 20
-        raise ConfigError(f"memory: {k} workers running the largest points at once need about "
-                          f"{sum(sizes) / mib:.0f} MiB but {limit / mib:.0f} MiB is available; "
-                          f"use fewer --workers (each point needs up to {sizes[0] / mib:.0f} MiB) or set {MEMORY_ENV}")
-
-
-def fits_side_by_side(plan: Plan, k: int) -> bool:
-    """Whether the plan's ``k`` largest points fit in memory at once (always, without a limit)."""
-    from initlab.memory import memory_limit
-
-    limit = memory_limit()
-    return limit is None or sum(_largest_points(plan, k)) <= limit
-
-
-def _largest_points(plan: Plan, k: int) -> list[int]:
-    from initlab.memory import memory_estimate
-
-    return sorted((sum(memory_estimate(p.config).values()) for p in plan.points), reverse=True)[:k]
-
-
 def load_plan(sweep_dir) -> Plan:
     """The grid of an existing sweep directory, rebuilt from its ``sweep.yaml``."""
     path = Path(sweep_dir) / "sweep.yaml"

@@ -45,7 +45,7 @@ from initlab.sweeps.manifest import (
     write_manifest,
 )
 from initlab.sweeps.order import costliest_first
-from initlab.sweeps.plan import check_concurrent_memory, fits_side_by_side, load_plan, make_plan
+from initlab.sweeps.plan import load_plan, make_plan
 from initlab.sweeps.summary import write_summary
 
 GRACE_S = 10.0  # how long interrupted workers get to save their partial run directory
@@ -112,10 +112,12 @@ def sweep(config=None, axes=None, *, overrides=(), seed=None, seeds=None, out="o
         plan = make_plan(config, axes, overrides, seed, seeds)
     share_cores = False
     if not scheduler:
-        size = workers or default_workers()
-        check_concurrent_memory(plan, size)
+        from initlab.memory import check_concurrent_memory, fits_side_by_side
+
+        size, configs = workers or default_workers(), [p.config for p in plan.points]
+        check_concurrent_memory(configs, size)
         # a short sweep shares the cores: up to 2·size − 1 points at once (sweeps/local.py), where they fit
-        share_cores = size > 1 and fits_side_by_side(plan, 2 * size - 1)
+        share_cores = size > 1 and fits_side_by_side(configs, 2 * size - 1)
     from initlab.config import ignored_settings
 
     for note in dict.fromkeys(n for p in plan.points for n in ignored_settings(p.config)):
