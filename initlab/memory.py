@@ -14,7 +14,11 @@ if TYPE_CHECKING:
     from initlab.config import Config
 
 # Rows the training loop (initlab.experiment) puts through the net at once, which bound its memory:
-EVAL_CHUNK = 10_000  # evaluation runs in chunks of this many examples
+# Evaluation runs in chunks of this many examples. 2,000 keeps a chunk's activations (800 KB a
+# layer at width 100, float32) in a core's L2 cache: an MNIST evaluation of 20,000 images takes
+# 47 ms against 67 ms in chunks of 10,000 (same accuracies; the mean loss sums per chunk, so its
+# last float32 bits depend on the chunk).
+EVAL_CHUNK = 2_000
 TRAIN_ACC_SAMPLES = 10_000  # training accuracy is measured on this many examples
 
 MEMORY_ENV = "INITLAB_MEMORY_LIMIT"
@@ -42,7 +46,7 @@ def memory_estimate(cfg: Config) -> dict[str, int]:
     widths = [d.features, *m.widths, n_out]
     params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:])) * item * 4
     rows = max(t.batch_size if t.steps else 0, min(r.samples, n_train), min(EVAL_CHUNK, n_eval),
-               min(TRAIN_ACC_SAMPLES, n_train) if t.steps else 0)
+               min(EVAL_CHUNK, TRAIN_ACC_SAMPLES, n_train) if t.steps else 0)
     activations = 4 * rows * sum(widths) * item
     snapshots = 2 + (t.steps // r.every if r.every else 0)
     history = t.steps * (6 * 8 + 120) + snapshots * m.depth * (4 * r.bins + 20) * 8
