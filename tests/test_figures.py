@@ -309,3 +309,46 @@ def test_the_gradient_panel_says_what_the_norms_were_measured_on(tmp_path):
 
     fig = gradients_figure(result.run_dir)
     assert fig.axes[0].get_ylabel() == "‖∂loss/∂W‖ on a training minibatch of 100"
+
+
+def test_titles_placed_at_the_top_draw_the_same_pixels_as_matplotlibs_automatic_placement(tmp_path, monkeypatch):
+    """Every figure builder creates its axes with titles at y = 1 (plots.common.TITLE_RC), which skips
+    matplotlib's search for tick labels above an axes: right only while no figure puts any there."""
+    import io
+
+    from PIL import Image
+
+    import initlab.plots.common as common
+    from initlab.comparison import compare_series
+    from initlab.plots.compare import compare_figure
+    from initlab.plots.sweep import sweep_figure
+    from initlab.results import load_run
+
+    run = _run(tmp_path / "run", "relu_he.yaml", "train.steps=30", "train.eval_every=10", "model.depth=3",
+               "model.width=20", "data.features=20", "data.samples=200", "record.samples=100", "record.every=10")
+    tiny = {"data": {"features": 10, "samples": 100, "eval_samples": 50}, "model": {"depth": 2, "width": 10},
+            "train": {"steps": 20, "batch_size": 20, "eval_every": 10}, "record": {"samples": 50, "every": 10}}
+    grid = initlab.sweep(dict(tiny, init={"scheme": "normal"}),
+                         {"init.std": [1.0, 0.3, 0.1], "model.batchnorm": [False, True]}, out=tmp_path, workers=1)
+    overlay = initlab.sweep(tiny, {"model.depth": [2, 3]}, out=tmp_path, workers=1)
+    forward = initlab.sweep(dict(tiny, train={"steps": 0}), {"init.gain": [0.5, 2.0]}, out=tmp_path, workers=1)
+    series = [compare_series(load_run(run.run_dir), "a"), compare_series(load_run(run.run_dir), "b")]
+    builds = {
+        "activations": lambda: activations_figure(run.run_dir), "loss": lambda: loss_figure(run.run_dir),
+        "gradients": lambda: gradients_figure(run.run_dir), "jacobian": lambda: jacobian_figure(run.run_dir),
+        "grid sweep": lambda: sweep_figure(grid.sweep_dir), "training sweep": lambda: sweep_figure(overlay.sweep_dir),
+        "forward sweep": lambda: sweep_figure(forward.sweep_dir), "compare": lambda: compare_figure(series, "t"),
+    }
+
+    def pixels(make):
+        buf = io.BytesIO()
+        make().savefig(buf, format="png")
+        return np.asarray(Image.open(buf))
+
+    for name, make in builds.items():  # matplotlib's own flag: the search is skipped (private, but the point)
+        assert all(ax._autotitlepos is False for ax in make().axes), name
+    fixed = {name: pixels(make) for name, make in builds.items()}
+    monkeypatch.setattr(common, "TITLE_RC", {"axes.titley": None})  # matplotlib's automatic placement
+    for name, make in builds.items():
+        auto = pixels(make)
+        assert auto.shape == fixed[name].shape and np.array_equal(auto, fixed[name]), name

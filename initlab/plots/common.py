@@ -2,6 +2,7 @@
 and the textbook's row of per-layer histograms."""
 from __future__ import annotations
 
+import functools
 import io
 import textwrap
 from pathlib import Path
@@ -16,6 +17,26 @@ MAX_PANELS = 10
 
 # Room above the tallest bar for the statistics box, so it never hides a bar.
 HEADROOM = 1.6
+
+
+# Every axes' title sits at the height the style sets (1.0: just above the axes). matplotlib's
+# automatic placement (axes.titley None) measures every tick label of the figure to see whether
+# one sits above an axes; none of initlab's figures puts any there, so the result is the same
+# pixels, and the measuring was a seventh of drawing the weight-init sweep.png (0.33 → 0.28 s).
+TITLE_RC = {"axes.titley": 1.0}
+
+
+def builds_figure(make):
+    """For a function that returns a Figure: its axes are created with :data:`TITLE_RC`."""
+
+    @functools.wraps(make)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context(TITLE_RC):
+            return make(*args, **kwargs)
+
+    return wrapper
 
 
 def figure(width, height):

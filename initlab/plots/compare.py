@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from initlab.plots.common import figure, save_png, smooth, smoothing_window, suptitle, wrap
+from initlab.plots.common import builds_figure, figure, save_png, smooth, smoothing_window, suptitle, wrap
 
 
 def _per_layer(ax, series, colors, init_key, end_key, title, ylabel, log):
@@ -49,6 +49,7 @@ def _per_layer(ax, series, colors, init_key, end_key, title, ylabel, log):
     ax.grid(alpha=0.3)
 
 
+@builds_figure
 def compare_figure(series: list[dict], title: str):
     """``series``: one dict per run with ``label``, ``step`` and ``train_loss`` (arrays; empty for
     a forward-only run), ``trained`` (bool), ``act_std_init``/``act_std_end`` and

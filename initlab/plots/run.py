@@ -15,6 +15,7 @@ from initlab.plots.common import (
     HEADROOM,
     OVERLAY_NOTE,
     OWN_RANGE_NOTE,
+    builds_figure,
     clips_zero_spike,
     draw_histogram_row,
     figure,
@@ -63,6 +64,7 @@ def _history(run_dir: Path):
     return read_history(run_dir / "history.csv") if (run_dir / "history.csv").exists() else None
 
 
+@builds_figure
 def activations_figure(run_dir, cfg=None, metrics=None):
     """The textbook's figure: a histogram of each hidden layer's activations at init (and after training)."""
     run_dir, cfg, metrics = _load(run_dir, cfg, metrics)
@@ -96,6 +98,7 @@ def activations_figure(run_dir, cfg=None, metrics=None):
     return fig
 
 
+@builds_figure
 def loss_figure(run_dir, cfg=None, metrics=None):
     """Training loss (raw and moving mean, held-out points) and accuracy; a diverged run is marked where
     its loss became non-finite (``diverged_at_step`` in metrics.json)."""
@@ -153,6 +156,7 @@ def loss_figure(run_dir, cfg=None, metrics=None):
     return fig
 
 
+@builds_figure
 def gradients_figure(run_dir, cfg=None, metrics=None):
     """Weight-gradient norm per hidden layer at init (and at the last snapshot), and during training."""
     run_dir, cfg, metrics = _load(run_dir, cfg, metrics)
@@ -231,6 +235,7 @@ def jacobian_text(sv: np.ndarray, summary: dict | None = None, brief: bool = Fal
     return lines
 
 
+@builds_figure
 def jacobian_figure(run_dir, cfg=None, metrics=None):
     """Histogram of log10 of the non-zero singular values of the input–output Jacobian at init."""
     run_dir, cfg, metrics = _load(run_dir, cfg, metrics)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from initlab.output.files import read_history, read_json, read_npz
-from initlab.plots.common import figure, save_png
+from initlab.plots.common import builds_figure, figure, save_png
 from initlab.plots.sweep_curves import overlay
 from initlab.plots.sweep_grid import bool_grid, small_multiples
 from initlab.plots.sweep_hist import histogram_grid
@@ -52,6 +52,7 @@ def _read(path):
         return None
 
 
+@builds_figure
 def sweep_figure(sweep_dir):
     """``sweep.png`` as a matplotlib Figure, drawn from a sweep directory's manifest and run directories."""
     from initlab.output.readers import read_manifest

@@ -77,7 +77,7 @@ def small_multiples(points, grid, title):
         if i >= n:
             ax.set_axis_off()
             continue
-        ax.set_title(_value_title(many, many["values"][i]), fontsize=9, y=1.0)
+        ax.set_title(_value_title(many, many["values"][i]), fontsize=9)
         ax.grid(alpha=0.3)
         if classification:
             ax.set_ylim(0, 1.02)
