@@ -1,7 +1,7 @@
 """Where the points of a sweep run: :func:`run_point` in local worker processes or on a Dask cluster.
 
 Both backends share one interface (``start``, ``idle``, ``room``, ``busy``, ``running``, ``submit``,
-``poll``, ``interrupt``, ``close``); outcomes are plain dicts, recorded by the sweep's parent.
+``poll``, ``interrupt``, ``dismiss``, ``close``); outcomes are plain dicts, recorded by the sweep's parent.
 """
 from __future__ import annotations
 

@@ -213,6 +213,9 @@ class DaskBackend:
         self.inflight.clear()
         return out
 
+    def dismiss(self) -> None:
+        pass  # the cluster's workers are not this sweep's to stop; close() lets go of the client
+
     def close(self) -> None:
         _close_quietly(self.client)
         self._quiet.restore()

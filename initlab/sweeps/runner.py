@@ -137,12 +137,13 @@ def sweep(config=None, axes=None, *, overrides=(), seed=None, seeds=None, out="o
             log(f"{sweep_dir}: {len(plan.points)} point{'s' if len(plan.points) != 1 else ''} on {backend.describe}")
         runner = _Runner(sweep_dir, manifest, plan, backend, fail_fast, figures, progress, log)
         stopped_by = runner.run(costliest_first(plan, todo))
+        backend.dismiss()  # the workers exit while the summary and sweep.png are written, not before
+        rows = write_summary(sweep_dir, manifest)
+        _draw(sweep_dir, log)
     finally:
         backend.close()
         if lock:
             lock.release()
-    rows = write_summary(sweep_dir, manifest)
-    _draw(sweep_dir, log)
     link_latest(sweep_dir)
     return SweepResult(sweep_dir, count_statuses(manifest), rows, stopped_by, runner.error)
 
