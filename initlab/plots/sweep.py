@@ -13,6 +13,7 @@ This module reads the points and picks the layout; each layout is drawn by its o
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from initlab.output.files import read_history, read_json, read_npz
@@ -37,12 +38,18 @@ class _Point:
         self.cfg = parse_saved_yaml(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else None
         self.metrics = _read(self.dir / "metrics.json")
         self.history = read_history(self.dir / "history.csv") if (self.dir / "history.csv").is_file() else None
-        npz = self.dir / "activations.npz"
-        self.snaps = unstack(read_npz(npz)) if npz.is_file() else []
+        self.npz = self.dir / "activations.npz"
+
+    @functools.cached_property
+    def snaps(self) -> list:
+        """The point's snapshots, read when a layout asks (the batch-norm grid draws none: reading 32
+        compressed files was a sixth of drawing its sweep.png)."""
+        return unstack(read_npz(self.npz)) if self.npz.is_file() else []
 
     @property
     def drawable(self) -> bool:
-        return self.cfg is not None and bool(self.snaps)
+        """It ran: its config and its snapshots at init are saved (a point that failed before has none)."""
+        return self.cfg is not None and self.npz.is_file()
 
 
 def _read(path):
@@ -61,15 +68,18 @@ def sweep_figure(sweep_dir):
     manifest = read_manifest(sweep_dir)
     points = [_Point(sweep_dir, mp) for mp in manifest["points"]]
     shown = [p for p in points if p.drawable]
+    forward_only = all(p.cfg["train"]["steps"] == 0 for p in shown)
+    grid = None if forward_only else bool_grid(manifest)
+    if not grid:  # the other layouts draw each point's snapshot at init
+        shown = [p for p in shown if p.snaps]
     if not shown:
         fig = figure(6, 2)
         fig.text(0.5, 0.5, f"{manifest.get('name', '')}: no point has finished yet", ha="center", va="center")
         return fig
     _suffix_labels(shown)
     title = f"{manifest.get('name', sweep_dir.name)}: {len(points)} points — {_fixed(shown)}"
-    if all(p.cfg["train"]["steps"] == 0 for p in shown):
+    if forward_only:
         return histogram_grid(shown, title)
-    grid = bool_grid(manifest)
     return small_multiples(shown, grid, title) if grid else overlay(shown, title, manifest.get("axes"))
 
 
