@@ -170,6 +170,20 @@ def test_linear_backward_without_input_gradient_fills_the_same_parameter_grads()
     np.testing.assert_allclose(dx, d @ layer.W.data.T)
 
 
+@pytest.mark.parametrize("shape", [(100, 100, 100), (300, 784, 100), (4, 5, 3)])  # small and large products
+def test_linear_input_grad_is_backwards_product_bit_for_bit_and_leaves_the_parameter_grads(shape):
+    n, fan_in, fan_out = shape
+    rng = np.random.default_rng(5)
+    layer = Linear(rng.standard_normal((fan_in, fan_out)).astype(np.float32), np.zeros(fan_out, np.float32))
+    d = rng.standard_normal((n, fan_out)).astype(np.float32)
+    layer.forward(rng.standard_normal((n, fan_in)).astype(np.float32))
+    dx = layer.backward(d)
+    layer.W.grad[:] = 7
+    layer.b.grad[:] = 7
+    np.testing.assert_array_equal(layer.input_grad(d), dx)
+    assert (layer.W.grad == 7).all() and (layer.b.grad == 7).all()
+
+
 @pytest.mark.parametrize(
     "make",
     [

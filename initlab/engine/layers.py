@@ -121,8 +121,11 @@ class Linear:
         np.matmul(self.x.T, dout, out=self.W.grad)
         if self.b is not None:
             np.add.reduce(dout, axis=0, out=self.b.grad)  # np.sum without its Python wrapper
-        if not input_grad:
-            return None
+        return self.input_grad(dout) if input_grad else None
+
+    def input_grad(self, dout):
+        """d loss/d x ``(n_ex, fan_in)`` from ``dout`` alone, leaving the parameters' gradients as they
+        are (the Jacobian at init needs only this product)."""
         W = self.W.data
         if dout.shape[0] * W.size <= SMALL_PRODUCT:
             # OpenBLAS computes products of up to 1e6 multiply-adds with "small-matrix" kernels, whose

@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from initlab.engine.layers import BatchNorm, Parameter
+from initlab.engine.layers import BatchNorm, Linear, Parameter
 from initlab.errors import EngineError
 from initlab.numbers import finite_or_none
 
@@ -69,12 +69,15 @@ def _backward(layer, dout):
         # Evaluation mode: y = γ·(x − running_mean)/√(running_var + eps) + β, a per-feature scale.
         # (BatchNorm.backward only follows a training-mode forward pass.)
         return dout * (layer.gamma.data / np.sqrt(layer.running_var + layer.eps))
+    if isinstance(layer, Linear):
+        return layer.input_grad(dout)  # the same product backward makes, without the weight gradient
     return layer.backward(dout)
 
 
-def jacobian(model, x_one: np.ndarray, output: str = "hidden", chunk: int = 512) -> np.ndarray:
-    """The Jacobian ``(n_in, n_out_of_stack)`` at one input ``x_one`` (shape ``(n_in,)``), in float64."""
-    layers = _layers(model, output)
+def jacobian(model, x_one: np.ndarray, output: str = "hidden", chunk: int = 512, layers=None) -> np.ndarray:
+    """The Jacobian ``(n_in, n_out_of_stack)`` at one input ``x_one`` (shape ``(n_in,)``), in float64.
+    ``layers``: the model's float64 layers for ``output`` when the caller has made them (``_layers``)."""
+    layers = _layers(model, output) if layers is None else layers
     x_one = np.asarray(x_one)
     if x_one.shape != (model.n_in,):
         raise EngineError(f"jacobian expects one input of shape ({model.n_in},), got {x_one.shape}")
@@ -110,7 +113,9 @@ def jacobian_singular_values(model, x: np.ndarray, n_inputs: int = 4, output: st
     params = model.params()
     saved = [p.grad.copy() for p in params]
     try:
-        out = [np.linalg.svd(jacobian(model, x[i], output, int(chunk)), compute_uv=False) for i in range(int(n_inputs))]
+        layers = _layers(model, output)  # once: the copies' forward caches are overwritten input by input
+        out = [np.linalg.svd(jacobian(model, x[i], output, int(chunk), layers), compute_uv=False)
+               for i in range(int(n_inputs))]
     finally:
         for p, g in zip(params, saved):
             p.grad[...] = g
