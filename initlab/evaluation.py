@@ -113,6 +113,11 @@ class Evaluator:
                 still.append((future, twin))
         self._lent = still
 
+    def wait(self) -> None:
+        """Wait for every evaluation lent to the helper (their rows are in the history then); errors are
+        kept for :meth:`close`."""
+        self._reclaim(wait=True)
+
     def close(self) -> Optional[BaseException]:
         """Wait for every evaluation lent to the helper; the first error one of them met, if any."""
         self._reclaim(wait=True)

@@ -155,3 +155,28 @@ def test_a_second_interrupt_while_waiting_for_the_helper_still_cuts_the_history(
     r = train(cfg(), on_step=stop, spare_cores=1)
     assert r.status == "interrupted" and r.metrics["steps_done"] == 42
     assert all(len(r.history[key]) == 42 for key in HISTORY)
+
+
+def test_a_history_that_grows_as_training_goes_holds_the_same_rows(monkeypatch):
+    """Rows are allocated HISTORY_ROWS at a time and doubled as steps reach them; evaluations the helper
+    thread still holds when the rows run out are all in the grown history."""
+    import initlab.experiment as experiment
+
+    whole = train(cfg(), spare_cores=1)
+    grown_at = []
+    grow = experiment._grow
+    monkeypatch.setattr(experiment, "_grow", lambda hist, steps: (grown_at.append(len(hist["step"])), grow(hist, steps)))
+    monkeypatch.setattr(experiment, "HISTORY_ROWS", 7)  # 7 → 14 → 28 → 56 → 60: rows cut mid-evaluation-period
+    evaluate = evaluation.evaluate
+
+    def slow(*args):  # the helper is still evaluating when the rows run out
+        if threading.current_thread() is not threading.main_thread():
+            threading.Event().wait(0.05)
+        return evaluate(*args)
+
+    monkeypatch.setattr(evaluation, "evaluate", slow)
+    grown = train(cfg(), spare_cores=1)
+    assert grown_at == [7, 14, 28, 56]
+    assert len(grown.history["step"]) == 60 and list(grown.history["step"]) == list(range(1, 61))
+    same_history(whole, grown)
+    assert np.isfinite(grown.history["eval_loss"][4::5]).all()
