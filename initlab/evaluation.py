@@ -120,7 +120,7 @@ class Evaluator:
 
     def close(self) -> Optional[BaseException]:
         """Wait for every evaluation lent to the helper; the first error one of them met, if any."""
-        self._reclaim(wait=True)
+        self.wait()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

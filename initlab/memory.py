@@ -44,7 +44,7 @@ def memory_estimate(cfg: Config) -> dict[str, int]:
     if d.standardize:
         data += (n_train + n_eval) * d.features * (8 + item)
     widths = [d.features, *m.widths, n_out]
-    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:])) * item * 4
+    params = parameter_count(widths) * item * 4
     rows = max(t.batch_size if t.steps else 0, min(r.samples, n_train), min(EVAL_CHUNK, n_eval),
                min(EVAL_CHUNK, TRAIN_ACC_SAMPLES, n_train) if t.steps else 0)
     activations = 4 * rows * sum(widths) * item
@@ -58,6 +58,11 @@ def data_sizes(d) -> tuple[int, int, int]:
     if d.kind == "mnist":
         return d.samples or 60_000, 10_000 if d.eval_samples is None else d.eval_samples, 10
     return d.samples, d.eval_samples, 1 if d.kind == "regression" else d.classes
+
+
+def parameter_count(widths: list[int]) -> int:
+    """Weights and biases of the Linear layers between consecutive ``widths`` (input, hidden…, output)."""
+    return sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
 
 
 def memory_limit() -> Optional[int]:

@@ -14,7 +14,7 @@ the optimizer and of normalization layers, each pass priced like ``ELEMENT_PASS`
 from __future__ import annotations
 
 from initlab.engine.optimizers import UPDATE_PASSES
-from initlab.memory import TRAIN_ACC_SAMPLES, data_sizes
+from initlab.memory import TRAIN_ACC_SAMPLES, data_sizes, parameter_count
 
 # A pass over one float (read, compute, write; memory-bound at ~90 GB/s) costs about what 18
 # multiply-adds do in OpenBLAS's products (~130 GFLOP/s) on the machines initlab was measured on.
@@ -28,7 +28,7 @@ def work_estimate(cfg) -> float:
     n_train, n_eval, n_out = data_sizes(d)
     widths = [d.features, *m.widths, n_out]
     macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))  # one example's forward pass
-    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    params = parameter_count(widths)
     norm = NORM_PASSES * ELEMENT_PASS * sum(m.widths) if (m.batchnorm or m.layernorm) else 0
     step = t.batch_size * (3 * macs + norm) + UPDATE_PASSES.get(cfg.optimizer.name, 2) * ELEMENT_PASS * params
     evaluations = (t.steps // t.eval_every + 1) * (n_eval + min(n_train, TRAIN_ACC_SAMPLES)) if t.steps else 0
