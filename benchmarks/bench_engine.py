@@ -9,7 +9,12 @@ update; the minibatches are drawn beforehand, identically for both. Like PyTorch
 tensor does not require a gradient, initlab skips the gradient w.r.t. the input batch
 (``model.backward(d, input_grad=False)``); ``--input-grad`` times it with that product.
 
-    python benchmarks/bench_engine.py [--steps N] [--rounds R] [--threads T] [--no-torch] [--input-grad] [--batchnorm]
+``--floor`` adds a third engine, ``floor``: initlab's own arithmetic written as bare NumPy calls (no
+layers, no checks, no wrappers, the loss gradient computed in place), so the printed ratios show
+how much of initlab's step is its Python structure and how much the NumPy operations themselves. It
+checks that its weights end bit-identical to initlab's; if they do not, it measured something else.
+
+    python benchmarks/bench_engine.py [--steps N] [--rounds R] [--threads T] [--no-torch] [--input-grad] [--batchnorm] [--floor]
 """
 from __future__ import annotations
 
@@ -102,6 +107,51 @@ def initlab_trainer(model, batches, input_grad=False):
     return step
 
 
+def floor_trainer(model, batches):
+    """The plain ReLU step of :func:`initlab_trainer` as the NumPy calls the engine ends up making, in
+    the same order on the same arrays (the model's own parameter views and flat storage): the fastest
+    that arithmetic runs from Python. Any cheaper formulation computes different numbers."""
+    linears = [block.linear for block in model.blocks] + [model.head]
+    weights, biases = [lin.W.data for lin in linears], [lin.b.data for lin in linears]
+    wgrads, bgrads = [lin.W.grad for lin in linears], [lin.b.grad for lin in linears]
+    flat = model.params().flat
+    scratch, lr = np.empty_like(flat.data), flat.data.dtype.type(LR)
+    rows = np.arange(BATCH)
+    state = {"i": 0}
+
+    def step() -> float:
+        x, y = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        inputs, preacts, h = [x], [], x
+        for W, b in zip(weights[:-1], biases[:-1]):
+            z = h @ W
+            z += b
+            h = np.maximum(z, 0)
+            preacts.append(z)
+            inputs.append(h)
+        logits = h @ weights[-1]
+        logits += biases[-1]
+        shifted = logits - np.maximum.reduce(np.ascontiguousarray(logits.T), axis=0)[:, None]
+        probs = np.exp(shifted)
+        total = np.add.reduce(probs, axis=1, keepdims=True)
+        probs /= total
+        value = -float(np.add.reduce(shifted[rows, y] - np.log(total[:, 0]))) / BATCH
+        d = probs  # the loss gradient in place: nobody reads the probabilities again
+        d[rows, y] -= 1
+        d *= 1.0 / BATCH
+        for i in range(len(weights) - 1, -1, -1):
+            np.matmul(inputs[i].T, d, out=wgrads[i])
+            np.add.reduce(d, axis=0, out=bgrads[i])
+            if i:
+                d = d @ np.ascontiguousarray(weights[i].T)
+                np.multiply(d, preacts[i - 1] > 0, out=d)
+        np.multiply(flat.grad, lr, out=scratch)
+        flat.data -= scratch
+        return value
+
+    return step
+
+
 def torch_trainer(model, batches):
     import torch
 
@@ -152,8 +202,12 @@ def main(argv=None) -> int:
     ap.add_argument("--input-grad", action="store_true",
                     help="also compute the gradient w.r.t. the input batch (model.backward's default; torch skips it)")
     ap.add_argument("--batchnorm", action="store_true", help="BatchNorm after every hidden Linear (goal <= 0.8 x torch)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time initlab's arithmetic as bare NumPy calls (plain network only)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.floor and (args.batchnorm or args.input_grad):
+        ap.error("--floor times the plain network's training step: not with --batchnorm or --input-grad")
     if args.steps < 1 or args.rounds < 1 or args.threads < 1 or args.warmup < 0:
         ap.error("--steps, --rounds and --threads must be >= 1, --warmup >= 0")
     rounds = min(args.rounds, args.steps)
@@ -171,10 +225,16 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(args.seed)
     sizes = [N_IN] + [WIDTH] * DEPTH + [N_OUT]
-    model = build_mlp(N_IN, N_OUT, [WIDTH] * DEPTH, "relu", InitSpec("he_normal"), rng, dtype="float32",
-                      batchnorm=args.batchnorm)
+    def network(rng):
+        return build_mlp(N_IN, N_OUT, [WIDTH] * DEPTH, "relu", InitSpec("he_normal"), rng, dtype="float32",
+                         batchnorm=args.batchnorm)
+
+    model = network(rng)
     batches = make_batches(rng)
     engines = {"initlab": initlab_trainer(model, batches, args.input_grad)}
+    if args.floor:
+        floor_model = network(np.random.default_rng(args.seed))  # the same initial weights
+        engines["floor"] = floor_trainer(floor_model, batches)
     if torch is not None:
         engines["torch"] = torch_trainer(model, batches)
 
@@ -233,6 +293,17 @@ def main(argv=None) -> int:
               f"goal <= {goal}: {'met' if ratio <= goal else 'NOT met'}; load average {os.getloadavg()[0]:.2f}")
     else:
         print("\n(no comparison: " + ("--no-torch given)" if args.no_torch else "torch is not installed)"))
+    if args.floor:
+        # Both took the same steps on the same batches: equal weights mean equal arithmetic.
+        same = np.array_equal(model.params().flat.data, floor_model.params().flat.data)
+        for other in ("initlab", "torch"):
+            if other in times:
+                ratios = sorted(a / b for a, b in zip(times["floor"], times[other]))
+                print(f"floor / {other} step time: {statistics.median(ratios):.3f} (median of {rounds} paired rounds, "
+                      f"range {ratios[0]:.3f}..{ratios[-1]:.3f})")
+        print(f"floor weights bit-identical to initlab's after the same steps: {'yes' if same else 'NO'}")
+        if not same:
+            return 1
     return 0
 
 
