@@ -29,11 +29,12 @@ def test_floor_notices_other_arithmetic(bench, capsys, monkeypatch):
     floor_trainer = bench.floor_trainer
 
     def other_rate(model, batches):
-        monkeypatch.setattr(bench, "LR", bench.LR * 1.0001)  # read once, when the step is built
+        saved = bench.LR  # read once, when the step is built
+        bench.LR = saved * 1.0001
         try:
             return floor_trainer(model, batches)
         finally:
-            monkeypatch.undo()
+            bench.LR = saved
 
     monkeypatch.setattr(bench, "floor_trainer", other_rate)
     assert bench.main(["--no-torch", "--floor", "--steps", "10", "--rounds", "2", "--warmup", "0"]) == 1

@@ -152,7 +152,17 @@ class _Worker:
         self.task: Optional[int] = None
         self.run_dir: Optional[str] = None  # the point's folder: its files say how it ended if the worker cannot
         self.done = 0
-        self.dismissed = False  # told to exit (LocalBackend.dismiss)
+        self.dismissed = False  # told to exit (_tell_exit)
+
+
+def _tell_exit(w: _Worker) -> None:
+    """Ask a worker to exit after its current task, once (a closed pipe: it is gone already)."""
+    if not w.dismissed:
+        try:
+            w.conn.send(None)
+        except OSError:
+            pass
+        w.dismissed = True
 
 
 class LocalBackend:
@@ -307,21 +317,12 @@ class LocalBackend:
         """Tell the idle workers to exit, without waiting: they wind down (0.08–0.12 s of interpreter
         teardown) while the parent writes the summary and draws sweep.png; :meth:`close` reaps them."""
         for w in list(self.workers):
-            if w.task is None and not w.dismissed:
-                try:
-                    w.conn.send(None)
-                except OSError:
-                    pass
-                w.dismissed = True
+            if w.task is None:
+                _tell_exit(w)
 
     def close(self) -> None:
         for w in list(self.workers):
-            if w.dismissed:
-                continue
-            try:
-                w.conn.send(None)
-            except OSError:
-                pass
+            _tell_exit(w)
         deadline = time.monotonic() + 2
         for w in list(self.workers):
             w.proc.join(max(0.0, deadline - time.monotonic()))
